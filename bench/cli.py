@@ -1,0 +1,67 @@
+"""stac-bench: benchmarks that print numbers (speed targets live here, never in tests)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from stac.codec import make_codec
+from stac.tables import TableSet
+from stac.video import read_frames, sample_video, video_fps
+
+from .codec_bench import format_table, run_codec_bench
+
+DEFAULT_CODECS = ("jpeg:q=90", "jpeg:q=90,subsampling=444", "grace", "stac", "h264:crf=23")
+
+
+def _size(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"expected WIDTHxHEIGHT, got {value!r}") from None
+    return w, h
+
+
+@click.group()
+def main() -> None:
+    """Benchmarks for STAC."""
+
+
+@main.command()
+@click.argument("video", required=False)
+@click.option("--codec", "specs", multiple=True, help="codec spec, repeatable, e.g. jpeg:q=90, stac:level=8, "
+              "grace:b=1e5, h264:crf=23 (default: a set of all four)")
+@click.option("--tables", "tables_path", type=click.Path(dir_okay=False), help="tables.json (default: the "
+              "built-in Annex K set, see stac.tables.TableSet.default)")
+@click.option("--max-frames", type=int, default=30, show_default=True)
+@click.option("--size", help="resize frames to WIDTHxHEIGHT, e.g. 2048x1024")
+@click.option("--fps", type=float, help="frame rate for Kbps (default: the video's)")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the results as JSON")
+@click.option("--save", "save_dir", type=click.Path(file_okay=False), help="write every encoded frame's bytes")
+def codec(video, specs, tables_path, max_frames, size, fps, json_path, save_dir) -> None:
+    """Bytes, Kbps, PSNR and encode/decode time per codec on VIDEO (default: the bikes sample clip)."""
+    try:
+        path = Path(video) if video else sample_video("bikes")
+        tables = TableSet.load(tables_path) if tables_path else TableSet.default()
+        codecs = [make_codec(s, tables) for s in (specs or DEFAULT_CODECS)]
+        if not any(c.name == "jpeg" for c in codecs):
+            codecs.insert(0, make_codec("jpeg:q=90", tables))
+        frames = list(read_frames(path, max_frames, _size(size)))
+        rate = fps or video_fps(path)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    h, w = frames[0].shape[:2]
+    click.echo(f"{path.name}: {len(frames)} frames {w}x{h} at {rate:g} fps; table set {tables.id.hex()} "
+               f"({tables.model.get('name')})")
+    with click.progressbar(length=len(frames) * len(codecs), label="encoding", file=sys.stderr) as bar:
+        results = run_codec_bench(codecs, frames, rate, Path(save_dir) if save_dir else None, lambda: bar.update(1))
+    click.echo(format_table(results))
+    if json_path:
+        doc = {"video": str(path), "frames": len(frames), "width": w, "height": h, "fps": rate,
+               "tables_id": tables.id.hex(), "results": [dataclasses.asdict(r) for r in results]}
+        Path(json_path).write_text(json.dumps(doc, indent=1))

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Fresh-machine setup: system libraries, then a virtual environment in .venv with STAC installed.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v gcc >/dev/null || need+=(gcc)
+[ -f /usr/include/jpeglib.h ] || need+=(libjpeg62-turbo-dev)
+python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing system packages: ${need[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "error: need root (or sudo) to install ${need[*]}" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[test,samples]"
+echo "STAC installed in .venv"

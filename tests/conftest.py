@@ -1,0 +1,28 @@
+import numpy as np
+import pytest
+
+from stac.tables import TableSet
+from stac.video import read_frames, sample_video
+
+
+@pytest.fixture(scope="session")
+def bikes_frames() -> list[np.ndarray]:
+    """Real street-scene frames (640x272) from the bikes sample clip."""
+    return list(read_frames(sample_video("bikes"), max_frames=8))
+
+
+@pytest.fixture(scope="session")
+def carphone_frames() -> list[np.ndarray]:
+    """Real frames of another clip (176x144: neither a multiple of 24 nor of 16 in width)."""
+    return list(read_frames(sample_video("carphone"), max_frames=4))
+
+
+@pytest.fixture(scope="session")
+def default_tables() -> TableSet:
+    return TableSet.default()
+
+
+def tables_with_levels(levels: int) -> TableSet:
+    base = TableSet.default()
+    return TableSet.from_gradients(base.gradients, base.bound, base.num_coeffs, base.model, levels=levels,
+                                   ratio=2 ** (4 / levels))

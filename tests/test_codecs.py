@@ -1,0 +1,80 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stac.codec import CODECS, H264Codec, make_codec
+from stac.video import psnr
+
+SPECS = ["jpeg:q=90", "jpeg:q=75,subsampling=444", "grace", "stac", "stac:level=0", "h264:crf=23,preset=veryfast"]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_every_codec_round_trips_real_video(spec, bikes_frames, default_tables):
+    codec = make_codec(spec, default_tables)
+    codec.reset()
+    for frame in bikes_frames[:4]:
+        data = codec.encode(frame)
+        assert isinstance(data, bytes) and 0 < len(data) < frame.nbytes / 3
+        back = codec.decode(data)
+        assert back.shape == frame.shape and back.dtype == np.uint8
+        assert psnr(frame, back) > 35
+    assert make_codec(codec.spec, default_tables).spec == codec.spec
+
+
+def test_registry_has_the_four_codecs():
+    assert {"jpeg", "grace", "stac", "h264"} <= set(CODECS)
+
+
+def test_stac_levels_trade_bytes_for_quality(bikes_frames, default_tables):
+    frame = bikes_frames[0]
+    sizes, quality = [], []
+    for level in (0, 8, 15):
+        codec = make_codec(f"stac:level={level}", default_tables)
+        data = codec.encode(frame)
+        sizes.append(len(data))
+        quality.append(psnr(frame, codec.decode(data)))
+    assert sizes[0] > sizes[1] > sizes[2]
+    assert quality[0] > quality[1] > quality[2]
+
+
+def test_grace_is_a_standard_jpeg_with_its_table(bikes_frames, default_tables):
+    codec = make_codec("grace", default_tables)
+    im = Image.open(io.BytesIO(codec.encode(bikes_frames[0])))
+    assert [layer[3] for layer in im.layer] == [0, 1, 2]  # one table per component
+    for c in range(3):
+        assert list(im.quantization[c]) == codec.table[c].tolist()
+
+
+def test_h264_is_annex_b_with_i_then_p_frames(bikes_frames):
+    codec = H264Codec(crf=28, preset="veryfast")
+    sizes = []
+    for frame in bikes_frames[:5]:
+        data = codec.encode(frame)
+        sizes.append(len(data))
+        assert data[:4] == b"\x00\x00\x00\x01"  # raw Annex-B start code, no container
+        codec.decode(data)
+    assert sizes[0] > 2 * max(sizes[1:])  # the I-frame, then much smaller P-frames
+    odd = np.ascontiguousarray(bikes_frames[0][:101, :99])
+    codec.reset()
+    assert codec.decode(codec.encode(odd)).shape == odd.shape
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("webp", "unknown codec 'webp'"),
+    ("jpeg:quality=9", "bad option 'quality=9'"),
+    ("jpeg:q=abc", "must be int"),
+    ("jpeg:q=101", "1..100"),
+    ("stac:level=16", "level must be 0..15"),
+    ("h264:crf=60", "0..51"),
+])
+def test_bad_specs_name_the_problem(spec, message, default_tables):
+    with pytest.raises(ValueError, match=message):
+        make_codec(spec, default_tables)
+
+
+def test_bad_frames_name_the_problem(default_tables):
+    for spec in SPECS:
+        with pytest.raises(ValueError, match="RGB uint8"):
+            make_codec(spec, default_tables).encode(np.zeros((16, 16), np.uint8))
