@@ -15,6 +15,7 @@
 #include <string.h>
 #include <math.h>
 #include <jpeglib.h>
+#include <jerror.h>
 
 typedef struct {
     struct jpeg_error_mgr pub;
@@ -40,25 +41,58 @@ static void init_errors(strict_error_mgr *err) {
     err->message[0] = '\0';
 }
 
+/* Growable output buffer owned by us: libjpeg's jpeg_mem_dest keeps its reallocated buffer private until
+ * the end, so after an error the caller cannot free it safely. */
+typedef struct {
+    struct jpeg_destination_mgr pub;
+    unsigned char *buffer;
+    size_t capacity;
+} growing_dest;
+
+static void dest_init(j_compress_ptr cinfo) {
+    growing_dest *d = (growing_dest *)cinfo->dest;
+    d->pub.next_output_byte = d->buffer;
+    d->pub.free_in_buffer = d->capacity;
+}
+
+static boolean dest_grow(j_compress_ptr cinfo) {
+    growing_dest *d = (growing_dest *)cinfo->dest;
+    unsigned char *bigger = realloc(d->buffer, d->capacity * 2);
+    if (bigger == NULL) ERREXIT1(cinfo, JERR_OUT_OF_MEMORY, 0);
+    d->buffer = bigger;
+    d->pub.next_output_byte = bigger + d->capacity;
+    d->pub.free_in_buffer = d->capacity;
+    d->capacity *= 2;
+    return TRUE;
+}
+
+static void dest_term(j_compress_ptr cinfo) { (void)cinfo; }
+
 /* coeffs: int16 [3, hb, wb, 64] natural order; qtables: uint16 [n, 64], component c uses min(c, n-1). */
 static int write_coefficients(const short *coeffs, int height, int width, const unsigned short *qtables,
                               int n_tables, const unsigned char *app11, size_t app11_len,
-                              unsigned char **out, unsigned long *out_len, char *message) {
+                              unsigned char **out, size_t *out_len, char *message) {
     struct jpeg_compress_struct cinfo;
     strict_error_mgr err;
+    growing_dest dest = {{0}, NULL, 0};
     volatile int created = 0;
     init_errors(&err);
     cinfo.err = &err.pub;
     if (setjmp(err.jump)) {
         strcpy(message, err.message);
         if (created) jpeg_destroy_compress(&cinfo);
-        free(*out);
-        *out = NULL;
+        free(dest.buffer);
         return 0;
     }
     jpeg_create_compress(&cinfo);
     created = 1;
-    jpeg_mem_dest(&cinfo, out, out_len);
+    dest.capacity = 65536;
+    dest.buffer = malloc(dest.capacity);
+    if (dest.buffer == NULL) ERREXIT1(&cinfo, JERR_OUT_OF_MEMORY, 0);
+    dest.pub.init_destination = dest_init;
+    dest.pub.empty_output_buffer = dest_grow;
+    dest.pub.term_destination = dest_term;
+    cinfo.dest = &dest.pub;
     cinfo.image_width = (JDIMENSION)width;
     cinfo.image_height = (JDIMENSION)height;
     cinfo.input_components = 3;
@@ -91,6 +125,8 @@ static int write_coefficients(const short *coeffs, int height, int width, const 
         }
     }
     jpeg_finish_compress(&cinfo);
+    *out = dest.buffer;
+    *out_len = dest.capacity - dest.pub.free_in_buffer;
     jpeg_destroy_compress(&cinfo);
     return 1;
 }
@@ -169,7 +205,7 @@ static PyObject *py_write(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "APP11 payload longer than a JPEG segment allows");
     } else {
         unsigned char *out = NULL;
-        unsigned long out_len = 0;
+        size_t out_len = 0;
         char message[JMSG_LENGTH_MAX];
         int ok;
         Py_BEGIN_ALLOW_THREADS

@@ -25,9 +25,9 @@ class Codec(ABC):
         CODECS[cls.name] = cls
 
     @classmethod
-    @abstractmethod
     def create(cls, tables: TableSet, **options) -> "Codec":
-        """Build from parsed options; `tables` is the table set in use (ignored by codecs without one)."""
+        """Build from parsed options; codecs that quantize with the table set in use override this."""
+        return cls(**options)
 
     @abstractmethod
     def encode(self, frame: np.ndarray) -> bytes: ...

@@ -11,7 +11,6 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from ..tables import TableSet
 from .base import Codec
 from .transform import check_frame
 
@@ -26,10 +25,6 @@ class H264Codec(Codec):
             raise ValueError(f"H.264 CRF must be 0..51, got {crf}")
         self.crf, self.preset, self.keyint = crf, preset, keyint
         self.reset()
-
-    @classmethod
-    def create(cls, tables: TableSet, **options) -> "H264Codec":
-        return cls(**options)
 
     @property
     def spec(self) -> str:
@@ -48,7 +43,6 @@ class H264Codec(Codec):
         enc.options = {"crf": str(self.crf), "preset": self.preset, "tune": "zerolatency", "bf": "0",
                        "g": str(self.keyint)}
         self._encoder, self._size = enc, (height, width)
-        self._decoder = av.CodecContext.create("h264", "r")
 
     def encode(self, frame: np.ndarray) -> bytes:
         check_frame(frame)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..tables import TableSet
 from .base import Codec
 from .transform import check_frame
 
@@ -32,10 +31,6 @@ class JpegCodec(Codec):
         self.q, self.subsampling = q, subsampling
         self._params = [cv2.IMWRITE_JPEG_QUALITY, q, cv2.IMWRITE_JPEG_OPTIMIZE, 1,
                         cv2.IMWRITE_JPEG_SAMPLING_FACTOR, _SAMPLING[subsampling]]
-
-    @classmethod
-    def create(cls, tables: TableSet, **options) -> "JpegCodec":
-        return cls(**options)
 
     @property
     def spec(self) -> str:

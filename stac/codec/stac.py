@@ -5,7 +5,7 @@ import numpy as np
 
 from ..tables import TableSet, block_levels, region_grid
 from .base import Codec
-from .bitstream import DEFAULT_MAX_PIXELS, BitstreamError, read_stac, write_stac
+from .bitstream import DEFAULT_MAX_PIXELS, read_stac, write_stac
 from .transform import blocks_for, check_frame, dct_quantize, dequantize_idct
 
 
@@ -43,8 +43,6 @@ class StacCodec(Codec):
         check_frame(frame)
         h, w = frame.shape[:2]
         blv = block_levels(levels, *blocks_for(h, w), self.tables.region_blocks)
-        if int(levels.max()) >= self.tables.levels:
-            raise ValueError(f"level {int(levels.max())} >= L = {self.tables.levels}")
         return write_stac(dct_quantize(frame, blv, self._steps), levels, h, w, self.tables)
 
     def decode(self, data: bytes) -> np.ndarray:
@@ -54,5 +52,3 @@ class StacCodec(Codec):
     def side_files(self) -> dict[str, bytes]:
         return {"tables.json": self.tables.to_json().encode()}
 
-
-__all__ = ["StacCodec", "BitstreamError"]
