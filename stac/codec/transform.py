@@ -16,9 +16,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..tables import BLOCK
 from . import _libjpeg
 
-BLOCK = 8
 MAX_AC = 1023  # baseline Huffman coding: AC magnitude category <= 10
 MAX_DC_DIFF = 2047  # DC difference category <= 11
 
