@@ -74,8 +74,13 @@ static int write_coefficients(const short *coeffs, int height, int width, const 
                               unsigned char **out, size_t *out_len, char *message) {
     struct jpeg_compress_struct cinfo;
     strict_error_mgr err;
-    growing_dest dest = {{0}, NULL, 0};
+    /* allocated before setjmp: after a longjmp, locals assigned since setjmp are indeterminate */
+    growing_dest dest = {{0}, malloc(65536), 65536};
     volatile int created = 0;
+    if (dest.buffer == NULL) {
+        strcpy(message, "out of memory");
+        return 0;
+    }
     init_errors(&err);
     cinfo.err = &err.pub;
     if (setjmp(err.jump)) {
@@ -86,9 +91,6 @@ static int write_coefficients(const short *coeffs, int height, int width, const 
     }
     jpeg_create_compress(&cinfo);
     created = 1;
-    dest.capacity = 65536;
-    dest.buffer = malloc(dest.capacity);
-    if (dest.buffer == NULL) ERREXIT1(&cinfo, JERR_OUT_OF_MEMORY, 0);
     dest.pub.init_destination = dest_init;
     dest.pub.empty_output_buffer = dest_grow;
     dest.pub.term_destination = dest_term;
