@@ -2,8 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from stac.codec.transform import (blocks_for, dct_quantize, dequantize_idct, pad_to_blocks, rgb_to_ycbcr,
-                                  ycbcr_to_rgb)
+from stac.codec.transform import blocks_for, dct_quantize, dequantize_idct, pad_to_blocks, rgb_to_ycbcr
 from stac.video import psnr
 
 
@@ -42,7 +41,8 @@ def test_step_one_round_trip_is_near_lossless(bikes_frames):
     assert back.shape == frame.shape
     # only the 8-bit YCbCr rounding of JPEG itself is lost
     assert psnr(frame, back) > 40
-    assert psnr(frame, ycbcr_to_rgb(rgb_to_ycbcr(frame))) > 40
+    y, cb, cr = rgb_to_ycbcr(frame)
+    assert psnr(frame, cv2.cvtColor(np.stack([y, cr, cb], axis=-1), cv2.COLOR_YCrCb2RGB)) > 40
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 9), (17, 31), (144, 176)])

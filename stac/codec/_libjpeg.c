@@ -330,8 +330,10 @@ static void dct_quantize_plane(const unsigned char *plane, int hb, int wb, const
 
 __attribute__((target_clones("avx2", "default")))
 static void dequantize_idct_plane(const short *coeffs, int hb, int wb, const unsigned char *block_level,
-                                  const float *tables, int c, unsigned char *plane) {
-    int stride = wb * 8;
+                                  const float *tables, int c, unsigned char *pixels) {
+    /* pixels: interleaved [8hb, 8wb, 3] in OpenCV's YCrCb order, ready for its colour conversion */
+    int stride = wb * 8 * 3;
+    unsigned char *plane = pixels + (c == 0 ? 0 : c == 1 ? 2 : 1);
     float ctt[8][8];
     for (int y = 0; y < 8; y++)
         for (int k = 0; k < 8; k++) ctt[y][k] = dct_row[k][y];
@@ -349,10 +351,10 @@ static void dequantize_idct_plane(const short *coeffs, int hb, int wb, const uns
             memcpy(tm, t, sizeof tm);
             mix_rows(x, tm, dct_row);
             for (int y = 0; y < 8; y++) {
-                unsigned char *px = plane + (size_t)(br * 8 + y) * stride + bc * 8;
+                unsigned char *px = plane + (size_t)(br * 8 + y) * stride + bc * 8 * 3;
                 for (int i = 0; i < 8; i++) {
                     float s = x[y][i] + 128.5f;
-                    px[i] = (unsigned char)(s < 0 ? 0 : s > 255 ? 255 : s);
+                    px[3 * i] = (unsigned char)(s < 0 ? 0 : s > 255 ? 255 : s);
                 }
             }
         }
@@ -409,7 +411,7 @@ static PyObject *py_dequantize_idct(PyObject *self, PyObject *args) {
         for (int c = 0; c < 3; c++)
             dequantize_idct_plane((const short *)coeffs.buf + (size_t)c * hb * wb * 64, hb, wb,
                                   (const unsigned char *)block_level.buf, (const float *)tables.buf, c,
-                                  (unsigned char *)out.buf + (size_t)c * hb * wb * 64);
+                                  (unsigned char *)out.buf);
         Py_END_ALLOW_THREADS
         Py_INCREF(Py_None);
         result = Py_None;
@@ -436,7 +438,7 @@ static PyMethodDef methods[] = {
     {"dequantize_idct", py_dequantize_idct, METH_VARARGS,
      "dequantize_idct(coeffs, hb, wb, block_level, tables, out) -> None\n"
      "Inverse of dct_quantize: multiply by the steps, inverse DCT, level shift, round, clip into out uint8 "
-     "[3, 8hb, 8wb]."},
+     "[8hb, 8wb, 3], interleaved in OpenCV's YCrCb order."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_libjpeg",

@@ -44,12 +44,6 @@ def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
     return np.stack([ycrcb[..., 0], ycrcb[..., 2], ycrcb[..., 1]])
 
 
-def ycbcr_to_rgb(planes: np.ndarray) -> np.ndarray:
-    """JFIF YCbCr uint8 planes [3, H, W] -> RGB uint8 [H, W, 3]."""
-    ycrcb = np.stack([planes[0], planes[2], planes[1]], axis=-1)
-    return cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2RGB)
-
-
 def check_frame(frame: np.ndarray) -> None:
     if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         got = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
@@ -81,10 +75,10 @@ def dequantize_idct(coeffs: np.ndarray, block_levels: np.ndarray, steps: np.ndar
                     height: int, width: int) -> np.ndarray:
     """Quantized coefficients int16 [3, Hb, Wb, 64] -> RGB uint8 [height, width, 3]."""
     _, hb, wb, _ = coeffs.shape
-    planes = np.empty((3, hb * BLOCK, wb * BLOCK), np.uint8)
+    ycrcb = np.empty((hb * BLOCK, wb * BLOCK, 3), np.uint8)  # interleaved by the C kernel: no plane stacking
     _libjpeg.dequantize_idct(np.ascontiguousarray(coeffs, np.int16), hb, wb,
-                             _levels_buffer(block_levels, hb, wb), _steps_buffer(steps), planes)
-    return ycbcr_to_rgb(planes)[:height, :width]
+                             _levels_buffer(block_levels, hb, wb), _steps_buffer(steps), ycrcb)
+    return cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2RGB)[:height, :width]
 
 
 def _levels_buffer(block_levels: np.ndarray, hb: int, wb: int) -> np.ndarray:
