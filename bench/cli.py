@@ -13,6 +13,7 @@ from stac.tables import TableSet
 from stac.video import read_frames, sample_video, video_fps
 
 from .codec_bench import format_table, run_codec_bench
+from .head_bench import format_timings, time_head
 
 DEFAULT_CODECS = ("jpeg:q=90", "jpeg:q=90,subsampling=444", "grace", "stac", "h264:crf=23")
 
@@ -65,3 +66,39 @@ def codec(video, specs, tables_path, max_frames, size, fps, json_path, save_dir)
         doc = {"video": str(path), "frames": len(frames), "width": w, "height": h, "fps": rate,
                "tables_id": tables.id.hex(), "results": [dataclasses.asdict(r) for r in results]}
         Path(json_path).write_text(json.dumps(doc, indent=1))
+
+
+@main.command()
+@click.option("--model", "model_name", default="selfie", show_default=True)
+@click.option("--onnx-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="folder with stac_head.onnx and segment.onnx (default: export the model into a temp folder)")
+@click.option("--size", "sizes", multiple=True, help="WIDTHxHEIGHT, repeatable (default: 2048x1024 and the "
+              "model's native size)")
+@click.option("--runs", type=int, default=5, show_default=True)
+@click.option("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
+@click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--tables", "tables_path", type=click.Path(dir_okay=False), help="tables.json (default: built-in)")
+def head(model_name, onnx_dir, sizes, runs, threads, provider, tables_path) -> None:
+    """Milliseconds of the STAC head vs the SEGMENT graph, same model, same frame (bikes clip), same run."""
+    import tempfile
+
+    from stac.inference import HeadSession, SegmentSession
+
+    providers = ["CUDAExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = onnx_dir or Path(tmp)
+        if onnx_dir is None:
+            from stac.models.to_onnx import export_model  # torch is only needed when exporting here
+
+            click.echo(f"exporting {model_name} ...", err=True)
+            export_model(model_name, folder)
+        info = json.loads((folder / "model.json").read_text())
+        tables = TableSet.load(tables_path) if tables_path else TableSet.default()
+        frame = next(iter(read_frames(sample_video("bikes"), 1)))
+        native_h, native_w = info["native_size"]
+        wanted = [_size(s) for s in sizes] or [(2048, 1024), (native_w, native_h)]
+        head_session = HeadSession(folder / "stac_head.onnx", threads, providers)
+        segment_session = SegmentSession(folder / "segment.onnx", threads, providers)
+        timings = [time_head(head_session, segment_session, frame, (h, w), tables, runs) for w, h in wanted]
+    click.echo(f"model {info['name']}, {provider}, threads {threads or 'default'}, median of {runs}")
+    click.echo(format_timings(timings))

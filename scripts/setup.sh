@@ -21,5 +21,5 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test,samples]"
+.venv/bin/python -m pip install -q -e ".[test]"
 echo "STAC installed in .venv"

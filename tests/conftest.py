@@ -26,3 +26,19 @@ def tables_with_levels(levels: int) -> TableSet:
     base = TableSet.default()
     return TableSet.from_gradients(base.gradients, base.bound, base.num_coeffs, base.model, levels=levels,
                                    ratio=2 ** (4 / levels))
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """Export a model's ONNX graphs once per test session: exported("selfie") -> folder."""
+    from stac.models.to_onnx import export_model
+
+    folders = {}
+
+    def get(name: str):
+        if name not in folders:
+            folders[name] = tmp_path_factory.mktemp(f"onnx-{name}")
+            export_model(name, folders[name])
+        return folders[name]
+
+    return get

@@ -1,0 +1,64 @@
+"""onnxruntime sessions for the exported graphs (no torch: the device and the edge both use this).
+
+``HeadSession`` runs stac_head.onnx on a decoded STAC bitstream; ``SegmentSession`` runs segment.onnx
+on an RGB frame. Sizes: the head sees the padded block grid and its MASK is cropped back to H x W;
+the segment graph needs H and W to be multiples of the model's ``size_multiple`` (model.json), so
+frames are edge-padded up to one and the mask cropped.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .codec.bitstream import StacFrame
+from .tables import TableSet
+
+
+def session(path: str | Path, threads: int | None = None, providers: list[str] | None = None):
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX graph {path} does not exist (build it with export/build.py)")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+
+
+@dataclass
+class HeadResult:
+    mask: np.ndarray  # uint8 [H, W] class ids
+    next_levels: np.ndarray  # uint8 [Rh, Rw]
+    region_cost: np.ndarray  # float32 [Rh, Rw, L]
+    grad: np.ndarray  # float32 [3, Hb, Wb, 64]
+    loss: float
+
+
+class HeadSession:
+    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None):
+        self.session = session(path, threads, providers)
+
+    def run(self, frame: StacFrame, tables: TableSet) -> HeadResult:
+        mask, next_levels, cost, grad, loss = self.session.run(None, {
+            "COEFFS": frame.coeffs, "LEVELS": frame.levels, "TABLES": tables.steps,
+            "BOUND": np.array([tables.bound], dtype=np.float32)})
+        return HeadResult(mask[:frame.height, :frame.width], next_levels, cost, grad, float(loss[0]))
+
+
+class SegmentSession:
+    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None):
+        path = Path(path)
+        self.session = session(path, threads, providers)
+        info = path.with_name("model.json")
+        self.size_multiple = json.loads(info.read_text()).get("size_multiple", 8) if info.is_file() else 8
+
+    def run(self, image: np.ndarray) -> np.ndarray:
+        """RGB uint8 [H, W, 3] -> class ids uint8 [H, W]."""
+        h, w = image.shape[:2]
+        m = self.size_multiple
+        padded = np.pad(image, [(0, -h % m), (0, -w % m), (0, 0)], mode="edge")
+        return self.session.run(None, {"IMAGE": np.ascontiguousarray(padded)})[0][:h, :w]

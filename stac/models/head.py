@@ -1,0 +1,158 @@
+"""The STAC head (paper III-C) and the plain segmentation graph, as torch modules built for ONNX export.
+
+Head: quantized coefficients + level map -> dequantize with each region's table -> inverse DCT ->
+YCbCr->RGB -> the model (its own preprocessing inside) -> logits. MASK is the argmax at full padded
+resolution. The fake label is that argmax (no gradient through it) and the loss is the pixel-wise
+cross-entropy against it, **averaged** over the model's output pixels:
+mean(logsumexp(z) - max(z)), which is that cross-entropy without a LogSoftmax pass. GRAD is
+d loss / d dequantized coefficient; Algorithm 1 turns |GRAD| into each region's cost per level and
+its next level.
+
+The differentiable part (``Decoded``) is turned into a forward-backward graph by ``to_onnx``; the
+rest (``StacHead``) only gathers tables and reduces the gradient, so it needs no autograd.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..tables import BLOCK
+from .base import SegModel
+
+
+def idct_matrix() -> torch.Tensor:
+    """[64, 64]: row (u, v) of a block's natural-order coefficients -> its 8x8 samples (y, x), orthonormal."""
+    n = torch.arange(BLOCK, dtype=torch.float64)
+    c = torch.cos((2 * n[None, :] + 1) * n[:, None] * math.pi / (2 * BLOCK))  # [u, y]
+    c[0] /= math.sqrt(2)
+    c *= math.sqrt(2 / BLOCK)
+    return torch.einsum("uy,vx->uvyx", c, c).reshape(64, 64).float()
+
+
+# JFIF YCbCr -> RGB, applied to (Y, Cb - 128, Cr - 128)
+YCC_TO_RGB = ((1.0, 0.0, 1.402), (1.0, -0.344136, -0.714136), (1.0, 1.772, 0.0))
+
+
+def coeffs_to_rgb(deq: torch.Tensor, basis: torch.Tensor, ycc_to_rgb: torch.Tensor) -> torch.Tensor:
+    """Dequantized coefficients [3, Hb, Wb, 64] (Y, Cb, Cr) -> RGB float [1, 3, 8*Hb, 8*Wb] in 0..255.
+
+    Samples are clamped to 0..255 after the IDCT and after the colour conversion, as the 8-bit decoder
+    does, but not rounded: rounding would make the forward pass depend on which side of .5 a sample
+    falls, which float32 and float64 do not always agree on. The mask sees the decoded frame to +-0.5.
+    Colour conversion is one [3, 3] matrix product, whose backward is one too.
+    """
+    _, hb, wb, _ = deq.shape
+    ycc = torch.matmul(deq, basis).reshape(3, hb, wb, BLOCK, BLOCK).permute(0, 1, 3, 2, 4)
+    ycc = torch.clamp(ycc.reshape(3, hb * BLOCK * wb * BLOCK) + 128.0, 0.0, 255.0)
+    rgb = torch.matmul(ycc_to_rgb, ycc - torch.tensor([[0.0], [128.0], [128.0]], device=ycc.device))
+    return torch.clamp(rgb, 0.0, 255.0).reshape(1, 3, hb * BLOCK, wb * BLOCK)
+
+
+def fake_label_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Mean pixel-wise cross-entropy of logits [1, K, h, w] against their own argmax."""
+    return (torch.logsumexp(logits, dim=1) - logits.amax(dim=1)).mean()
+
+
+def full_resolution_mask(logits: torch.Tensor, height, width, resize: bool) -> torch.Tensor:
+    """logits [1, K, h, w] -> class ids uint8 [height, width] (bilinear logits, then argmax).
+
+    ``resize`` is static (the model's ``full_resolution``): comparing symbolic sizes would pin them.
+    """
+    if resize:
+        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+    return logits[0].argmax(dim=0).to(torch.uint8)
+
+
+class Decoded(torch.nn.Module):
+    """forward(deq float32 [3, Hb, Wb, 64]) -> (loss [], logits [1, K, h, w]); the part GRAD comes from.
+
+    The model's weights are frozen, so no weight gradient is ever computed.
+    """
+
+    def __init__(self, model: SegModel):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.register_buffer("basis", idct_matrix())
+        self.register_buffer("ycc_to_rgb", torch.tensor(YCC_TO_RGB))
+
+    def forward(self, deq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(coeffs_to_rgb(deq, self.basis, self.ycc_to_rgb))
+        return fake_label_loss(logits), logits
+
+
+def block_tables(levels: torch.Tensor, tables: torch.Tensor, hb, wb, region_blocks: int) -> torch.Tensor:
+    """Each block's steps: levels [Rh, Rw], tables [L, 3, 64] -> [3, Hb, Wb, 64]."""
+    rows = torch.arange(hb, device=levels.device) // region_blocks
+    cols = torch.arange(wb, device=levels.device) // region_blocks
+    block_level = levels.long()[rows][:, cols]
+    return tables[block_level].permute(2, 0, 1, 3)
+
+
+def region_cost(grad: torch.Tensor, tables: torch.Tensor, region_blocks: int) -> torch.Tensor:
+    """Algorithm 1's cost, as stac.select.region_cost: grad [3, Hb, Wb, 64] -> [Rh, Rw, L]."""
+    _, hb, wb, _ = grad.shape
+    n_levels = tables.shape[0]
+    g = grad.abs().permute(1, 2, 0, 3).reshape(hb, wb, 3 * 64)
+    block = torch.matmul(g, tables.reshape(n_levels, 3 * 64).t()) * 0.5  # [Hb, Wb, L]
+    rh, rw = (hb + region_blocks - 1) // region_blocks, (wb + region_blocks - 1) // region_blocks
+    block = F.pad(block, (0, 0, 0, rw * region_blocks - wb, 0, rh * region_blocks - hb))
+    return block.reshape(rh, region_blocks, rw, region_blocks, n_levels).sum(dim=(1, 3))
+
+
+def select_levels(cost: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+    """argmin_l |cost[r, l] - B / r_max| (first on ties) -> uint8 [Rh, Rw]."""
+    r_max = cost.shape[0] * cost.shape[1]
+    return torch.argmin(torch.abs(cost - bound / r_max), dim=-1).to(torch.uint8)
+
+
+class StacHead(torch.nn.Module):
+    """(COEFFS int16 [3, Hb, Wb, 64], LEVELS uint8 [Rh, Rw], TABLES float32 [L, 3, 64], BOUND float32 [1])
+    -> (MASK uint8 [8Hb, 8Wb], NEXT_LEVELS uint8 [Rh, Rw], REGION_COST float32 [Rh, Rw, L],
+        GRAD float32 [3, Hb, Wb, 64], LOSS float32 [1]).
+
+    ``decoded`` maps deq to (loss, logits, grad): ``AutogradDecoded`` (eager) or its trace for export.
+    """
+
+    def __init__(self, decoded: torch.nn.Module, model: SegModel, region_blocks: int):
+        super().__init__()
+        self.decoded = decoded
+        self.full_resolution = model.full_resolution
+        self.region_blocks = region_blocks
+
+    def forward(self, coeffs, levels, tables, bound):
+        _, hb, wb, _ = coeffs.shape
+        deq = coeffs.float() * block_tables(levels, tables, hb, wb, self.region_blocks)
+        loss, logits, grad = self.decoded(deq)
+        mask = full_resolution_mask(logits, hb * BLOCK, wb * BLOCK, not self.full_resolution)
+        cost = region_cost(grad, tables, self.region_blocks)
+        return mask, select_levels(cost, bound), cost, grad, loss.reshape(1)
+
+
+class AutogradDecoded(torch.nn.Module):
+    """Decoded plus its gradient by eager autograd: the reference the exported graph is checked against."""
+
+    def __init__(self, decoded: Decoded):
+        super().__init__()
+        self.inner = decoded
+
+    def forward(self, deq: torch.Tensor):
+        deq = deq.detach().requires_grad_(True)
+        with torch.enable_grad():
+            loss, logits = self.inner(deq)
+            (grad,) = torch.autograd.grad(loss, deq)
+        return loss.detach(), logits.detach(), grad
+
+
+class Segment(torch.nn.Module):
+    """IMAGE uint8 [H, W, 3] RGB -> MASK uint8 [H, W]: the model on a plain frame (raw or baseline-coded)."""
+
+    def __init__(self, model: SegModel):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        h, w = image.shape[0], image.shape[1]
+        logits = self.model(image.permute(2, 0, 1)[None].float())
+        return full_resolution_mask(logits, h, w, not self.model.full_resolution)

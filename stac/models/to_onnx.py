@@ -1,0 +1,145 @@
+"""Export the STAC head and the SEGMENT graph to ONNX (opset 18, dynamic H and W, no ScatterND).
+
+torch.onnx cannot export a forward that calls autograd, so the forward-backward computation is first
+traced to plain aten ops (``TracedGradient``); backward ops without an ONNX lowering are decomposed on
+the way: convolution_backward into a (transposed) convolution; bilinear resizing is already matrix
+products (``resize.py``). The traced module is called from ``StacHead``, which is exported like any
+module. torch is pinned (the trace relies on its decompositions) and the tests check the exported
+gradient against eager float64 autograd.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..tables import BLOCK, DEFAULT_REGION_BLOCKS
+from .base import SegModel, build_model
+from .head import AutogradDecoded, Decoded, Segment, StacHead
+
+OPSET = 18
+HEAD_INPUTS = ["COEFFS", "LEVELS", "TABLES", "BOUND"]
+HEAD_OUTPUTS = ["MASK", "NEXT_LEVELS", "REGION_COST", "GRAD", "LOSS"]
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def _convolution_backward(grad_out, inp, weight, bias_sizes, stride, padding, dilation, transposed,
+                          output_padding, groups, output_mask):
+    """Input gradient only (weights are frozen): the adjoint of a convolution is the transposed one."""
+    if output_mask[1] or output_mask[2]:
+        raise ExportError("weight gradients requested: freeze the model's parameters before export")
+    if transposed:
+        grad_in = F.conv2d(grad_out, weight, None, stride, padding, dilation, groups)
+    elif all(st == 1 for st in stride) and all(d * (k - 1) >= p for d, k, p in
+                                              zip(dilation, weight.shape[-2:], padding)):
+        # stride 1: a plain convolution with the kernel flipped and in/out swapped per group, which
+        # onnxruntime runs far faster than ConvTranspose (depthwise and 1x1 layers above all)
+        out_ch, in_per_group, kh, kw = weight.shape
+        flipped = weight.reshape(groups, out_ch // groups, in_per_group, kh, kw).transpose(1, 2)
+        flipped = flipped.reshape(groups * in_per_group, out_ch // groups, kh, kw).flip(-2, -1)
+        pad = [d * (k - 1) - p for d, k, p in zip(dilation, (kh, kw), padding)]
+        grad_in = F.conv2d(grad_out, flipped, None, 1, pad, dilation, groups)
+    else:
+        # full transposed convolution plus s - 1 rows/cols (zero: no window reached them), then crop to
+        # the input's extent; the exact output_padding would depend on the parity of symbolic sizes
+        extra = [s - 1 for s in stride]
+        full = F.conv_transpose2d(grad_out, weight, None, stride, 0, extra, groups, dilation)
+        grad_in = full[..., padding[0]:padding[0] + inp.shape[-2], padding[1]:padding[1] + inp.shape[-1]]
+    return grad_in, None, None
+
+
+class TracedGradient(torch.nn.Module):
+    """forward(deq) -> (loss, logits, grad): ``AutogradDecoded`` traced to plain aten ops, backward included.
+
+    make_fx with symbolic shapes records the backward formulas autograd runs, with sizes kept symbolic
+    (torch.export's joint graph bakes the example's sizes into the backward), and applies our
+    decompositions on the way. The result is an ordinary graph module that torch.onnx can export.
+    """
+
+    def __init__(self, decoded: Decoded, example: torch.Tensor):
+        super().__init__()
+        from torch._decomp import core_aten_decompositions
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        table = core_aten_decompositions()
+        table[torch.ops.aten.convolution_backward.default] = _convolution_backward
+        # the model's weights are real tensors inside the trace: they become constants of the graph
+        self.graph = make_fx(AutogradDecoded(decoded), decomposition_table=table, tracing_mode="symbolic",
+                             _allow_non_fake_inputs=True)(example)
+
+    def forward(self, deq: torch.Tensor):
+        return self.graph(deq)
+
+
+def _example_coeffs(height: int, width: int) -> torch.Tensor:
+    """A deterministic, image-like coefficient tensor (mid-grey DC plus a little texture)."""
+    g = torch.Generator().manual_seed(0)
+    hb, wb = -(-height // BLOCK), -(-width // BLOCK)
+    coeffs = torch.randn(3, hb, wb, 64, generator=g) * 4
+    coeffs[..., 0] += 40
+    return coeffs
+
+
+def export_stac_head(model: SegModel, path: str | Path, *, region_blocks: int = DEFAULT_REGION_BLOCKS,
+                     example_size: tuple[int, int] = (144, 256)) -> Path:
+    """Write the STAC head ONNX for ``model``; inputs HEAD_INPUTS, outputs HEAD_OUTPUTS, dynamic Hb/Wb."""
+    example = _example_coeffs(*example_size)
+    head = StacHead(TracedGradient(Decoded(model), example), model, region_blocks).eval()
+    rh, rw = -(-example.shape[1] // region_blocks), -(-example.shape[2] // region_blocks)
+    args = (example.round().to(torch.int16), torch.zeros(rh, rw, dtype=torch.uint8),
+            torch.ones(16, 3, 64), torch.tensor([1.0]))
+    hb, wb = torch.export.Dim("hb", min=2, max=1024), torch.export.Dim("wb", min=2, max=1024)
+    shapes = {"coeffs": {1: hb, 2: wb}, "levels": {0: torch.export.Dim.AUTO, 1: torch.export.Dim.AUTO},
+              "tables": {0: torch.export.Dim("levels", min=1, max=256)}, "bound": None}
+    return _export(head, args, shapes, HEAD_INPUTS, HEAD_OUTPUTS, path)
+
+
+def export_segment(model: SegModel, path: str | Path, example_size: tuple[int, int] = (144, 256)) -> Path:
+    """Write the SEGMENT ONNX: IMAGE uint8 [H, W, 3] -> MASK uint8 [H, W] (H, W multiples of size_multiple)."""
+    h, w = example_size
+    image = torch.randint(0, 256, (h, w, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    m = model.size_multiple
+    dims = {0: torch.export.Dim("h", min=1, max=1024) * m, 1: torch.export.Dim("w", min=1, max=1024) * m} \
+        if m > 1 else {0: torch.export.Dim("h", min=8, max=8192), 1: torch.export.Dim("w", min=8, max=8192)}
+    return _export(Segment(model), (image,), {"image": dims}, ["IMAGE"], ["MASK"], path)
+
+
+def _export(module, args, dynamic_shapes, input_names, output_names, path) -> Path:
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" noise
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(module, args, dynamic_shapes=dynamic_shapes, input_names=input_names,
+                                    output_names=output_names, opset_version=OPSET, dynamo=True,
+                                    optimize=True, verbose=False, external_data=False)
+    proto = program.model_proto
+    # onnxruntime's CPU ScatterND-add races with >= 2 intra-op threads; no scatter of any kind is needed
+    bad = sorted({n.op_type for n in proto.graph.node if n.op_type.startswith("Scatter")})
+    if bad:
+        raise ExportError(f"{path.name}: the graph contains {bad}")
+    onnx.checker.check_model(proto)
+    onnx.save(proto, path)
+    return path
+
+
+def export_model(model_name: str, out: str | Path, weights: str | Path | None = None,
+                 region_blocks: int = DEFAULT_REGION_BLOCKS) -> dict[str, Path]:
+    """Both graphs of one model into ``out`` (stac_head.onnx, segment.onnx) plus model.json describing it."""
+    model = build_model(model_name, weights)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"stac_head": export_stac_head(model, out / "stac_head.onnx", region_blocks=region_blocks),
+             "segment": export_segment(model, out / "segment.onnx")}
+    info = {**model.describe(), "weights": str(weights) if weights else None, "region_blocks": region_blocks}
+    (out / "model.json").write_text(json.dumps(info, indent=2) + "\n")
+    return paths
