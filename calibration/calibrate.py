@@ -1,0 +1,195 @@
+"""Offline calibration (paper III-B, GRACE's method): mean gradients -> bound B -> L table levels.
+
+Everything runs on the exported graphs in onnxruntime: the STAC head gives the gradients, the SEGMENT
+graph the masks whose agreement is the accuracy. Accuracy is the mIoU of the mask of a compressed frame
+against the mask of the raw frame (so the raw frame scores 1.0), or, with labels, the mIoU against the
+labels divided by the raw frames' mIoU against them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stac.codec import make_codec
+from stac.codec.base import Codec
+from stac.codec.bitstream import read_stac
+from stac.codec.grace import GraceCodec
+from stac.codec.transform import blocks_for, dct_quantize
+from stac.inference import HeadSession, SegmentSession
+from stac.metrics import confusion_matrix, miou
+from stac.tables import BLOCK, DEFAULT_LEVELS, TableSet
+from stac.video import read_frames, resolve_source
+
+from .search import CalibrationError, SearchStep, search_bound
+
+MIN_FRAMES = 4
+
+
+def fit(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Centre-crop to the aspect ratio of size (width, height), then resize (area filter)."""
+    w, h = size
+    fh, fw = frame.shape[:2]
+    if fw * h > fh * w:  # too wide
+        cw = fh * w // h
+        frame = frame[:, (fw - cw) // 2:(fw - cw) // 2 + cw]
+    elif fw * h < fh * w:
+        ch = fw * h // w
+        frame = frame[(fh - ch) // 2:(fh - ch) // 2 + ch]
+    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def load_frames(sources: Sequence[str], size: tuple[int, int], per_source: int, step: int) -> list[np.ndarray]:
+    """Calibration frames: every ``step``-th frame of each source, ``per_source`` of them, fitted to size."""
+    frames = []
+    for source in sources:
+        frames += [fit(f, size) for f in read_frames(resolve_source(source), per_source, step=step)]
+    if len(frames) < MIN_FRAMES:
+        raise CalibrationError(f"{len(frames)} calibration frames from {', '.join(sources)}; need at least "
+                               f"{MIN_FRAMES}")
+    return frames
+
+
+def load_labels(folder: str | Path, count: int, size: tuple[int, int]) -> list[np.ndarray]:
+    """Class-id PNGs in name order, one per calibration frame, at the calibration size."""
+    files = sorted(Path(folder).glob("*.png"))
+    if len(files) < count:
+        raise CalibrationError(f"{folder} holds {len(files)} label PNGs for {count} calibration frames")
+    labels = []
+    for file in files[:count]:
+        label = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
+        if label is None or label.ndim != 2:
+            raise CalibrationError(f"{file} is not a single-channel class-id PNG")
+        if (label.shape[1], label.shape[0]) != tuple(size):
+            raise CalibrationError(f"{file} is {label.shape[1]}x{label.shape[0]}, the frames {size[0]}x{size[1]}")
+        labels.append(label)
+    return labels
+
+
+def mean_gradients(head: HeadSession, frames: Sequence[np.ndarray], start: TableSet) -> tuple[np.ndarray, np.ndarray]:
+    """(mean |g_n|, mean |s_n|), each [3, 64]: gradients of frames coded at start's middle level, and the
+    magnitudes of their unquantized coefficients (GRACE's zeroing test)."""
+    codec = make_codec("stac", start)
+    grads, mags = [], []
+    for frame in frames:
+        result = head.run(read_stac(codec.encode(frame), start), start)
+        grads.append(np.abs(result.grad, dtype=np.float64).mean(axis=(1, 2)))
+        hb, wb = blocks_for(*frame.shape[:2])
+        coeffs = dct_quantize(frame, np.zeros((hb, wb), np.uint8), np.ones((1, 3, 64), np.float32))
+        mags.append(np.abs(coeffs, dtype=np.float64).mean(axis=(1, 2)))
+    return np.mean(grads, axis=0), np.mean(mags, axis=0)
+
+
+class Accuracy:
+    """Accuracy and size of a codec on the calibration frames."""
+
+    def __init__(self, segment: SegmentSession, frames: Sequence[np.ndarray], num_classes: int,
+                 labels: Sequence[np.ndarray] | None = None):
+        self.segment, self.frames, self.num_classes = segment, frames, num_classes
+        raw = [segment.run(f) for f in frames]
+        self.references = labels if labels is not None else raw
+        self.raw = self._miou(raw) if labels is not None else 1.0
+        if self.raw == 0:
+            raise CalibrationError("the model's masks on the raw frames share nothing with the labels")
+
+    def _miou(self, masks) -> float:
+        conf = sum(confusion_matrix(m, r, self.num_classes) for m, r in zip(masks, self.references))
+        return miou(conf)
+
+    def __call__(self, codec: Codec) -> tuple[float, float]:
+        """(accuracy relative to the raw frames, mean bytes per frame)."""
+        data = [codec.encode(f) for f in self.frames]
+        masks = [self.segment.run(codec.decode(d)) for d in data]
+        return self._miou(masks) / self.raw, float(np.mean([len(d) for d in data]))
+
+
+@dataclass
+class LevelStat:
+    level: int
+    bound: float
+    bytes_per_frame: float
+    accuracy: float
+
+
+@dataclass
+class Calibration:
+    tables: TableSet
+    search: list[SearchStep]
+    levels: list[LevelStat]
+    grace: LevelStat  # GRACE's table for the same B (GRACE's Algorithm 1)
+    grace_own: LevelStat  # GRACE with the largest bound of its own that meets the requirement
+    info: dict = field(default_factory=dict)
+
+    def report(self) -> dict:
+        return {**self.info, "bound": self.tables.bound, "tables_id": self.tables.id.hex(),
+                "search": [asdict(s) for s in self.search], "levels": [asdict(s) for s in self.levels],
+                "grace": asdict(self.grace), "grace_own": asdict(self.grace_own)}
+
+
+def model_identity(onnx_dir: Path) -> dict:
+    """What tables.json records about the model: model.json plus the head graph's sha256."""
+    info = json.loads((onnx_dir / "model.json").read_text())
+    digest = hashlib.sha256((onnx_dir / "stac_head.onnx").read_bytes()).hexdigest()
+    return {"name": info["name"], "sha256": digest, "classes": info["classes"]}
+
+
+def calibrate(onnx_dir: Path, frames: Sequence[np.ndarray], *, min_accuracy: float = 0.99,
+              levels: int = DEFAULT_LEVELS, ratio: float = 2 ** 0.25, labels: Sequence[np.ndarray] | None = None,
+              progress: Callable[[str], None] = lambda message: None) -> Calibration:
+    if not 0 < min_accuracy <= 1:
+        raise CalibrationError(f"--min-accuracy must be in (0, 1], got {min_accuracy}")
+    sizes = {f.shape for f in frames}
+    if len(sizes) != 1:
+        raise CalibrationError(f"calibration frames must share one size, got {sorted(sizes)}")
+    info = json.loads((onnx_dir / "model.json").read_text())
+    h, w = frames[0].shape[:2]
+    if h % info["size_multiple"] or w % info["size_multiple"]:
+        raise CalibrationError(f"{info['name']} needs frames whose sides are multiples of "
+                               f"{info['size_multiple']}, got {w}x{h}")
+    model = model_identity(onnx_dir)
+    head = HeadSession(onnx_dir / "stac_head.onnx")
+    segment = SegmentSession(onnx_dir / "segment.onnx")
+
+    progress(f"gradients of {len(frames)} frames")
+    gradients, magnitudes = mean_gradients(head, frames, TableSet.default())
+    hb, wb = blocks_for(h, w)
+    num_coeffs = 3 * hb * wb * BLOCK * BLOCK
+    measure = Accuracy(segment, frames, len(info["classes"]), labels)
+
+    def uniform_accuracy(bound: float) -> float:
+        single = TableSet.from_gradients(gradients, bound, num_coeffs, model, levels=1)
+        return measure(make_codec("stac", single))[0]
+
+    positive = gradients[gradients > 0]
+    if positive.size == 0:
+        raise CalibrationError("the model's gradient is zero on every calibration frame")
+    lowest, highest = float(num_coeffs * positive.min() / 2), float(255 * num_coeffs * positive.max() / 2)
+    start = 8 * num_coeffs * float(np.median(positive)) / 2  # median step 8
+    progress(f"searching B for accuracy >= {min_accuracy}")
+    bound, search = search_bound(uniform_accuracy, min_accuracy, start, lowest=lowest, highest=highest)
+
+    model["calibration"] = {"size": [h, w], "frames": len(frames), "min_accuracy": min_accuracy}
+    tables = TableSet.from_gradients(gradients, bound, num_coeffs, model, levels=levels, ratio=ratio,
+                                     magnitudes=magnitudes)
+    progress("measuring each level and GRACE")
+    stats = []
+    for level in range(levels):
+        accuracy, size = measure(make_codec(f"stac:level={level}", tables))
+        stats.append(LevelStat(level, float(tables.bounds[level]), size, accuracy))
+    accuracy, size = measure(make_codec("grace", tables))
+    grace = LevelStat(-1, bound, size, accuracy)
+    # GRACE's zeroing makes its table far coarser than STAC's at the same B; its own bound makes the
+    # baseline comparable at equal accuracy
+    progress("searching GRACE's own bound")
+    grace_bound, _ = search_bound(lambda b: measure(GraceCodec(tables, b))[0], min_accuracy, bound,
+                                  lowest=lowest, highest=highest)
+    accuracy, size = measure(GraceCodec(tables, grace_bound))
+    grace_own = LevelStat(-1, grace_bound, size, accuracy)
+    return Calibration(tables, search, stats, grace, grace_own, {"frames": len(frames), "size": [h, w],
+                                                      "min_accuracy": min_accuracy, "model": info["name"],
+                                                      "labels": labels is not None})
