@@ -99,3 +99,36 @@ def head(model_name, onnx_dir, sizes, runs, threads, provider, tables_path) -> N
         timings = [time_head(head_session, segment_session, frame, (h, w), tables, runs) for w, h in wanted]
     click.echo(f"model {info['name']}, {provider}, threads {threads or 'default'}, median of {runs}")
     click.echo(format_timings(timings))
+
+
+@main.command()
+@click.option("--onnx-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="exported graphs for the local edge (export/build.py --onnx-only)")
+@click.option("--video", default="bikes", show_default=True, help="sample clip name or video file")
+@click.option("--size", default="2048x1024", show_default=True)
+@click.option("--max-frames", type=int, default=60, show_default=True)
+@click.option("--flow-width", "flow_widths", type=int, multiple=True, help="repeatable (default: 256, 512)")
+@click.option("--tables", "tables_path", type=click.Path(dir_okay=False), help="tables.json (default: built-in)")
+def device(onnx_dir, video, size, max_frames, flow_widths, tables_path) -> None:
+    """fps of the whole device loop (flow, propagation, gating, keyframe encodes) vs DIS ULTRAFAST alone.
+
+    The local edge answers keyframes in a thread of this process, so its work competes with the loop for
+    the same cores: the numbers are a lower bound for a device whose edge is another machine."""
+    from device_runtime.edge import LocalEdge
+    from device_runtime.runtime import RuntimeConfig
+    from stac.video import resolve_source
+
+    from .device_bench import device_loop, dis_alone
+    from .device_bench import format_timings as format_device
+
+    try:
+        tables = TableSet.load(tables_path) if tables_path else TableSet.default()
+        frames = list(read_frames(resolve_source(video), max_frames, _size(size)))
+        edge = LocalEdge(onnx_dir, tables)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    baseline = dis_alone(frames)
+    timings = [device_loop(frames, edge, tables, RuntimeConfig(flow_width=w)) for w in (flow_widths or (256, 512))]
+    h, w = frames[0].shape[:2]
+    click.echo(f"{len(frames)} frames {w}x{h} of {video}, local edge in-process")
+    click.echo(format_device(timings, baseline))

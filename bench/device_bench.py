@@ -1,0 +1,49 @@
+"""Frames per second of the device loop, against DIS ULTRAFAST alone on the same frames in the same run."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from device_runtime.edge import Edge
+from device_runtime.runtime import Runtime, RuntimeConfig
+from stac.flow import Flow
+from stac.tables import TableSet
+
+
+@dataclass
+class DeviceTiming:
+    label: str
+    fps: float
+    keyframes: int = 0
+    offloaded: int = 0
+
+
+def dis_alone(frames: list[np.ndarray]) -> DeviceTiming:
+    """DIS ULTRAFAST between consecutive full-resolution grey frames, nothing else."""
+    flow = Flow("ultrafast")
+    greys = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+    started = time.perf_counter()
+    for prev, cur in zip(greys, greys[1:]):
+        flow(cur, prev)
+    return DeviceTiming("DIS ultrafast alone, full resolution", (len(greys) - 1) / (time.perf_counter() - started))
+
+
+def device_loop(frames: list[np.ndarray], edge: Edge, tables: TableSet, config: RuntimeConfig) -> DeviceTiming:
+    runtime = Runtime(edge, tables, frames[0].shape[:2], config)
+    started = time.perf_counter()
+    for frame in frames:
+        runtime.process(frame)
+    fps = len(frames) / (time.perf_counter() - started)
+    runtime.close()
+    return DeviceTiming(f"device loop, flow at {runtime.proc_size[0]}x{runtime.proc_size[1]}", fps,
+                        runtime.stats.keyframes, runtime.stats.offloaded)
+
+
+def format_timings(timings: list[DeviceTiming], baseline: DeviceTiming) -> str:
+    lines = [f"{'':44} {'fps':>7} {'vs DIS':>7} {'keyframes':>9} {'offloaded':>9}"]
+    for t in [baseline, *timings]:
+        lines.append(f"{t.label:44} {t.fps:7.1f} {t.fps / baseline.fps:6.2f}x {t.keyframes:9d} {t.offloaded:9d}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""stac-runtime: the camera-side loop (numpy, OpenCV, onnxruntime, tritonclient; never torch)."""

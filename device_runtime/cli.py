@@ -1,0 +1,111 @@
+"""stac-runtime: run the device on a video, an image folder or a camera."""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from stac.inference import SegmentSession
+from stac.tables import TableSet, TableSetError
+
+from .edge import EdgeError, make_edge
+from .run import run
+from .runtime import RuntimeConfig
+from .sources import Source
+
+
+def _check_tables(tables: TableSet, onnx_dir: Path | None) -> None:
+    """Tables calibrated for another model would pick meaningless levels: refuse them."""
+    if onnx_dir is None or not tables.model.get("sha256"):
+        return
+    digest = hashlib.sha256((onnx_dir / "stac_head.onnx").read_bytes()).hexdigest()
+    if digest != tables.model["sha256"]:
+        raise click.ClickException(f"tables.json was calibrated for {tables.model.get('name')} "
+                                   f"(stac_head sha256 {tables.model['sha256'][:12]}), but {onnx_dir} holds "
+                                   f"a different head ({digest[:12]}); recalibrate or pass the matching --onnx-dir")
+
+
+@click.group()
+def main() -> None:
+    """The STAC device runtime."""
+
+
+@main.command("run")
+@click.argument("source")
+@click.option("--edge", "edge_spec", default="local", show_default=True,
+              help="local (in-process onnxruntime) or grpc://HOST:PORT or http://HOST:PORT (Triton)")
+@click.option("--onnx-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="exported graphs (export/build.py --onnx-only): the local edge, and --reference model")
+@click.option("--tables", "tables_path", type=click.Path(dir_okay=False),
+              help="tables.json from stac-calibrate (default: the built-in set)")
+@click.option("--psnr", type=float, default=26.0, show_default=True, help="keyframe when PSNR drops below")
+@click.option("--every", type=int, help="keyframe every N frames instead of the PSNR gate")
+@click.option("--codec", default="stac", show_default=True, help="stac, or a baseline: jpeg:q=90, grace, ...")
+@click.option("--sync", is_flag=True, help="wait for each keyframe's answer (deterministic; for evaluation)")
+@click.option("--max-frames", type=int)
+@click.option("--fps", type=float, help="source frame rate (default: the container's; 17 for folders)")
+@click.option("--flow-width", type=int, default=512, show_default=True, help="flow runs at this width")
+@click.option("--preset", type=click.Choice(["ultrafast", "fast", "medium"]), default="ultrafast",
+              show_default=True)
+@click.option("--reference", type=click.Choice(["model", "none"]), default="none", show_default=True,
+              help="model: score masks against the model on raw frames (needs --onnx-dir)")
+@click.option("--labels", type=click.Path(file_okay=False, path_type=Path), help="class-id PNGs in frame order")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="seconds per edge request")
+@click.option("--wait-edge", type=float, default=20.0, show_default=True,
+              help="seconds to wait for a remote edge at start")
+@click.option("--offline-ok", is_flag=True, help="if the edge never answers at start, run on propagation only")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="write masks/*.png, overlay.mp4")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="report JSON")
+def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, codec, sync, max_frames, fps, flow_width,
+                preset, reference, labels, timeout, wait_edge, offline_ok, out, report_path) -> None:
+    """Segment every frame of SOURCE (video file, image folder, camera index or sample clip name)."""
+    try:
+        tables = TableSet.load(tables_path) if tables_path else TableSet.default()
+        _check_tables(tables, onnx_dir)
+        src = Source(source, max_frames, fps)
+        config = RuntimeConfig(psnr=psnr, every=every, sync=sync, codec=codec, flow_width=flow_width,
+                               preset=preset, timeout=timeout)
+        edge = make_edge(edge_spec, tables, onnx_dir, timeout)
+        ref = None
+        if reference == "model":
+            if onnx_dir is None:
+                raise click.ClickException("--reference model needs --onnx-dir")
+            ref = SegmentSession(onnx_dir / "segment.onnx")
+        classes = len(json.loads((onnx_dir / "model.json").read_text())["classes"]) if onnx_dir else 256
+        label_files = sorted(labels.glob("*.png")) if labels else None
+    except (TableSetError, ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    try:
+        edge.wait_ready(wait_edge)
+    except EdgeError as e:
+        if not offline_ok:
+            raise click.ClickException(f"{e} (pass --offline-ok to run on propagation only)") from None
+        click.echo(f"warning: {e}; running on propagation only until it answers", err=True)
+
+    with click.progressbar(length=src.count() or 0, label="frames", file=sys.stderr, show_pos=True,
+                           item_show_func=lambda live: live) as bar:
+        def on_frame(result, live):
+            bar.update(1, f"{live['fps']:.1f} fps {live['kbps']:.0f} Kbps")
+
+        try:
+            report = run(src, edge, tables, config, out=out, reference=ref, labels=label_files,
+                         num_classes=classes, on_frame=on_frame)
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
+        finally:
+            edge.close()
+    keys = ["frames", "keyframes", "offloaded", "offloaded_fps", "uplink_bytes", "uplink_kbps", "device_fps",
+            "edge_errors", "miou_vs_raw", "miou"]
+    for key in keys:
+        if key in report:
+            value = report[key]
+            click.echo(f"{key:>15}: {value:.4g}" if isinstance(value, float) else f"{key:>15}: {value}")
+    if report_path:
+        report_path.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Where keyframes go: the Edge interface and its two real implementations.
+
+``local``: in this process, the same decoder and the same ONNX graphs in onnxruntime as the edge runs.
+``triton``: tritonclient over gRPC or HTTP to the model repository's ensembles: ``stac`` (BITSTREAM BYTES
+[1] -> MASK uint8 [8Hb, 8Wb], NEXT_LEVELS uint8 [Rh, Rw]) and ``jpeg_segment`` (BITSTREAM -> MASK [H', W'],
+H', W' >= H, W). Both crop MASK to the frame, so the runtime never sees the difference.
+"""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stac.codec.bitstream import read_stac
+from stac.codec.jpeg import decode_jpeg
+from stac.inference import HeadSession, SegmentSession
+from stac.tables import TableSet
+
+
+class EdgeError(RuntimeError):
+    """The edge did not answer this request (down, timed out, or answered an error)."""
+
+
+@dataclass
+class EdgeAnswer:
+    mask: np.ndarray  # uint8 [H, W]
+    next_levels: np.ndarray | None  # uint8 [Rh, Rw]; None for baseline codecs
+
+
+class Edge(ABC):
+    @abstractmethod
+    def segment(self, data: bytes, kind: str, size: tuple[int, int]) -> EdgeAnswer:
+        """kind "stac" (STAC bitstream) or "jpeg" (any baseline JPEG); size (H, W) of the frame."""
+
+    def wait_ready(self, timeout: float) -> None:
+        """Return once the edge can answer, or raise EdgeError after ``timeout`` seconds."""
+
+    def close(self) -> None:
+        pass
+
+
+class LocalEdge(Edge):
+    def __init__(self, onnx_dir: str | Path, tables: TableSet):
+        onnx_dir = Path(onnx_dir)
+        self.tables = tables
+        self.head = HeadSession(onnx_dir / "stac_head.onnx")
+        self.segment_session = SegmentSession(onnx_dir / "segment.onnx")
+
+    def segment(self, data: bytes, kind: str, size: tuple[int, int]) -> EdgeAnswer:
+        try:
+            if kind == "stac":
+                result = self.head.run(read_stac(data, self.tables), self.tables)
+                return EdgeAnswer(result.mask, result.next_levels)
+            mask = self.segment_session.run(decode_jpeg(data))
+        except ValueError as e:  # BitstreamError, an undecodable JPEG
+            raise EdgeError(str(e)) from e
+        return EdgeAnswer(mask[:size[0], :size[1]], None)
+
+
+MODELS = {"stac": "stac", "jpeg": "jpeg_segment"}
+
+
+class TritonEdge(Edge):
+    """url: grpc://host:port or http://host:port."""
+
+    def __init__(self, url: str, timeout: float = 10.0):
+        scheme, _, address = url.partition("://")
+        if scheme not in ("grpc", "http") or not address:
+            raise ValueError(f"edge URL must be grpc://HOST:PORT or http://HOST:PORT, got {url!r}")
+        if scheme == "grpc":
+            import tritonclient.grpc as client
+        else:
+            import tritonclient.http as client
+        self.client_module, self.scheme, self.url, self.timeout = client, scheme, address, timeout
+        kwargs = {} if scheme == "grpc" else {"connection_timeout": timeout, "network_timeout": timeout}
+        self.client = client.InferenceServerClient(url=address, **kwargs)
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                if self.client.is_server_ready() and self.client.is_model_ready(MODELS["stac"]):
+                    return
+                last = "server up but the stac model is not ready"
+            except Exception as e:  # connection refused, DNS, timeouts: all mean "not yet"
+                last = str(e).splitlines()[0] if str(e) else type(e).__name__
+            time.sleep(0.5)
+        raise EdgeError(f"edge {self.scheme}://{self.url} not ready after {timeout:g} s: {last}")
+
+    def segment(self, data: bytes, kind: str, size: tuple[int, int]) -> EdgeAnswer:
+        c = self.client_module
+        payload = c.InferInput("BITSTREAM", [1], "BYTES")
+        payload.set_data_from_numpy(np.array([data], dtype=object))
+        names = ["MASK", "NEXT_LEVELS"] if kind == "stac" else ["MASK"]
+        outputs = [c.InferRequestedOutput(n) for n in names]
+        extra = {"client_timeout": self.timeout} if self.scheme == "grpc" else {"timeout": int(self.timeout * 1e6)}
+        try:
+            result = self.client.infer(MODELS[kind], [payload], outputs=outputs, **extra)
+        except Exception as e:  # tritonclient raises its own exception types per protocol
+            raise EdgeError(f"{MODELS[kind]}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+        mask = result.as_numpy("MASK")
+        levels = result.as_numpy("NEXT_LEVELS") if kind == "stac" else None
+        return EdgeAnswer(np.asarray(mask, np.uint8)[:size[0], :size[1]], levels)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def make_edge(spec: str, tables: TableSet, onnx_dir: str | Path | None = None, timeout: float = 10.0) -> Edge:
+    """``local`` (needs onnx_dir) or a grpc:// / http:// URL."""
+    if spec == "local":
+        if onnx_dir is None:
+            raise ValueError("--edge local needs --onnx-dir (graphs from `export/build.py --onnx-only`)")
+        return LocalEdge(onnx_dir, tables)
+    return TritonEdge(spec, timeout)

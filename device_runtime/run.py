@@ -1,0 +1,66 @@
+"""A whole run: source -> Runtime -> masks, outputs and the report."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stac.inference import SegmentSession
+from stac.metrics import confusion_matrix, miou
+from stac.tables import TableSet
+
+from .edge import Edge
+from .output import Outputs
+from .runtime import FrameResult, Runtime, RuntimeConfig
+from .sources import Source, first_size
+
+
+def run(source: Source, edge: Edge, tables: TableSet, config: RuntimeConfig, *, out: str | Path | None = None,
+        reference: SegmentSession | None = None, labels: list[Path] | None = None, num_classes: int = 256,
+        on_frame: Callable[[FrameResult, dict], None] = lambda result, live: None) -> dict:
+    """Process every frame; returns the report. ``reference`` (the SEGMENT graph on raw frames) adds
+    ``miou_vs_raw``, ``labels`` (class-id PNGs in frame order) ``miou``; neither counts in ``device_fps``."""
+    size = first_size(source)
+    runtime = Runtime(edge, tables, size, config)
+    outputs = Outputs(out, source.fps, size, tables.levels - 1) if out else None
+    confusion = np.zeros((num_classes, num_classes), np.int64) if reference else None
+    label_confusion = np.zeros((num_classes, num_classes), np.int64) if labels else None
+    busy = 0.0
+    try:
+        for frame in source.frames():
+            started = time.perf_counter()
+            result = runtime.process(frame)
+            busy += time.perf_counter() - started
+            if confusion is not None and frame is not None:
+                confusion += confusion_matrix(result.mask, reference.run(frame), num_classes)
+            if label_confusion is not None and result.index < len(labels):
+                label = cv2.imread(str(labels[result.index]), cv2.IMREAD_UNCHANGED)
+                if label is None or label.shape != result.mask.shape:
+                    raise ValueError(f"label {labels[result.index]} is missing, unreadable or not {size[1]}x{size[0]}")
+                label_confusion += confusion_matrix(result.mask, label, num_classes)
+            if outputs:
+                outputs.write(result.index, frame, result.mask, result.levels, result.keyframe)
+            seconds = runtime.stats.frames / source.fps
+            on_frame(result, {"fps": runtime.stats.frames / busy if busy else 0.0,
+                              "kbps": runtime.stats.uplink_bytes * 8 / 1e3 / seconds})
+        started = time.perf_counter()
+        runtime.close()
+        busy += time.perf_counter() - started
+    finally:
+        if outputs:
+            outputs.close()
+    stats = runtime.stats
+    seconds = stats.frames / source.fps
+    report = {**stats.summary(), "source": source.spec, "width": size[1], "height": size[0], "fps": source.fps,
+              "codec": config.codec, "psnr_threshold": config.psnr, "every": config.every, "sync": config.sync,
+              "flow_width": runtime.proc_size[0], "tables_id": tables.id.hex(),
+              "offloaded_fps": stats.offloaded / seconds, "uplink_kbps": stats.uplink_bytes * 8 / 1e3 / seconds,
+              "device_fps": stats.frames / busy if busy else None}
+    if confusion is not None:
+        report["miou_vs_raw"] = miou(confusion)
+    if label_confusion is not None:
+        report["miou"] = miou(label_confusion)
+    return report

@@ -1,0 +1,247 @@
+"""The device loop (paper Algorithm 2): flow, propagation, PSNR gating, asynchronous keyframe offload.
+
+Per frame: DIS flow to the previous frame at the processing size, composed into a map back to each
+tracked keyframe; the newest answered keyframe's mask is warped to the frame at once; the newest sent
+keyframe's pixels, warped, gate the next keyframe (PSNR < threshold, or a fixed interval). A keyframe is
+coded with the level map of the newest answer, warped to its region grid (the middle level before any
+answer), and sent to the edge beside the loop. When an answer arrives its keyframe's map has been
+composed with every flow since, so its mask and next levels are carried to the current frame.
+
+Memory is bounded: at most ``max_in_flight`` keyframes wait for answers, plus the answered one; each
+holds its pixels, map and mask at the processing size. Edge failures and timeouts are counted, never
+raised: frames keep their propagated masks and offloading resumes after ``retry_after`` seconds.
+"""
+from __future__ import annotations
+
+import queue
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from stac.codec import StacCodec, make_codec
+from stac.flow import Flow, compose, identity_map, warp, warp_levels
+from stac.tables import BLOCK, TableSet, region_grid
+from stac.codec.transform import blocks_for
+from stac.video import psnr
+
+from .edge import Edge, EdgeAnswer, EdgeError
+
+
+@dataclass
+class RuntimeConfig:
+    psnr: float = 26.0  # dB: below it the frame becomes a keyframe
+    every: int | None = None  # fixed keyframe interval instead of the PSNR gate
+    sync: bool = False  # wait for every answer: same input, same bytes and masks
+    codec: str = "stac"  # or a baseline spec: jpeg:q=90, grace, ...
+    flow_width: int = 512  # flow and propagation run at this width (or the frame's, if smaller)
+    preset: str = "ultrafast"
+    max_in_flight: int = 2
+    timeout: float = 10.0  # seconds before an unanswered keyframe is given up
+    retry_after: float = 1.0  # seconds without offloading after an edge failure
+
+
+@dataclass
+class FrameResult:
+    index: int
+    mask: np.ndarray  # uint8 [H, W]
+    keyframe: bool  # the gate fired
+    offloaded: bool  # and the frame was sent
+    sent_bytes: int
+    psnr: float  # of the propagated keyframe against this frame (inf for keyframes without reference)
+    answered: bool  # the mask comes from an edge answer (directly or propagated)
+    levels: np.ndarray | None  # the level map the mask's keyframe was, or this keyframe is, coded with
+
+
+@dataclass
+class _Keyframe:
+    index: int
+    pixels: np.ndarray  # RGB at the processing size
+    map: np.ndarray  # current frame -> this keyframe, processing size
+    sent_at: float
+    levels: np.ndarray | None = None  # the level map it was coded with
+    mask: np.ndarray | None = None  # answer, processing size
+    full_mask: np.ndarray | None = None  # answer at full size, while the map is still the identity
+    next_levels: np.ndarray | None = None
+
+
+@dataclass
+class RuntimeStats:
+    frames: int = 0
+    keyframes: int = 0
+    offloaded: int = 0
+    uplink_bytes: int = 0
+    answers: int = 0
+    edge_errors: int = 0
+    timeouts: int = 0
+    skipped_offloads: int = 0
+    bad_frames: int = 0
+    frames_without_answer: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        lat = self.latencies_ms
+        return {"frames": self.frames, "keyframes": self.keyframes, "offloaded": self.offloaded,
+                "uplink_bytes": self.uplink_bytes, "answers": self.answers, "edge_errors": self.edge_errors,
+                "edge_timeouts": self.timeouts, "skipped_offloads": self.skipped_offloads,
+                "bad_frames": self.bad_frames, "frames_without_answer": self.frames_without_answer,
+                "edge_latency_ms_median": statistics.median(lat) if lat else None}
+
+
+class Runtime:
+    def __init__(self, edge: Edge, tables: TableSet, frame_size: tuple[int, int], config: RuntimeConfig):
+        self.edge, self.tables, self.config = edge, tables, config
+        self.height, self.width = frame_size
+        scale = min(1.0, config.flow_width / self.width)
+        self.proc_size = (max(8, round(self.width * scale)), max(8, round(self.height * scale)))  # (w, h)
+        self.grid = identity_map(self.proc_size[1], self.proc_size[0])
+        self.flow = Flow(config.preset)
+        self.codec = make_codec(config.codec, tables)
+        self.kind = "stac" if isinstance(self.codec, StacCodec) else "jpeg"
+        if self.kind == "jpeg" and config.codec.split(":")[0] not in ("jpeg", "grace"):
+            raise ValueError(f"codec {config.codec!r} cannot be offloaded frame by frame (use stac, jpeg or grace)")
+        self.regions = region_grid(*blocks_for(self.height, self.width), tables.region_blocks)
+        self.region_px = tables.region_blocks * BLOCK
+        self.stats = RuntimeStats()
+        self.answered: _Keyframe | None = None
+        self.pending: list[_Keyframe] = []
+        self.answers: queue.Queue = queue.Queue()
+        self.threads: list[threading.Thread] = []
+        self.prev_grey: np.ndarray | None = None
+        self.last_mask = np.zeros((self.height, self.width), np.uint8)
+        self.backoff_until = 0.0
+        self.index = 0
+
+    # -- edge side ---------------------------------------------------------------------------------------
+
+    def _ask(self, key: _Keyframe, data: bytes) -> None:
+        started = time.monotonic()
+        try:
+            answer: EdgeAnswer | Exception = self.edge.segment(data, self.kind, (self.height, self.width))
+        except Exception as e:  # an edge is never allowed to stop the loop
+            answer = e
+        self.answers.put((key, answer, (time.monotonic() - started) * 1e3))
+
+    def _apply(self, key: _Keyframe, answer, latency_ms: float) -> None:
+        if key in self.pending:
+            self.pending.remove(key)
+        elif not self.config.sync:
+            return  # given up on (timed out) or superseded
+        if isinstance(answer, Exception):
+            self.stats.edge_errors += 1
+            self.backoff_until = time.monotonic() + self.config.retry_after
+            return
+        self.stats.answers += 1
+        self.stats.latencies_ms.append(latency_ms)
+        if self.answered is not None and key.index < self.answered.index:
+            return
+        key.full_mask = answer.mask if key.index == self.index - 1 else None  # answered within its frame
+        key.mask = cv2.resize(answer.mask, self.proc_size, interpolation=cv2.INTER_NEAREST)
+        key.next_levels = answer.next_levels
+        self.answered = key
+        self.pending = [k for k in self.pending if k.index > key.index]  # older answers would be stale
+
+    def _collect(self) -> None:
+        while True:
+            try:
+                self._apply(*self.answers.get_nowait())
+            except queue.Empty:
+                break
+        now = time.monotonic()
+        for key in [k for k in self.pending if now - k.sent_at > self.config.timeout]:
+            self.pending.remove(key)
+            self.stats.timeouts += 1
+            self.stats.edge_errors += 1
+            self.backoff_until = now + self.config.retry_after
+
+    def _can_offload(self) -> bool:
+        self.threads = [t for t in self.threads if t.is_alive()]
+        # threads of given-up requests still count: a hanging edge cannot make us start unbounded threads
+        return (time.monotonic() >= self.backoff_until and len(self.pending) < self.config.max_in_flight
+                and len(self.threads) < self.config.max_in_flight + 2)
+
+    # -- frame side --------------------------------------------------------------------------------------
+
+    def _next_levels(self) -> np.ndarray:
+        a = self.answered
+        if a is None or a.next_levels is None or a.next_levels.shape != self.regions:
+            return np.full(self.regions, self.tables.middle_level, np.uint8)
+        return warp_levels(a.next_levels, a.map, (self.height, self.width), self.region_px)
+
+    def process(self, frame: np.ndarray | None) -> FrameResult:
+        """One frame (RGB uint8 [H, W, 3], or None for a frame that could not be read) -> its mask."""
+        index, self.index = self.index, self.index + 1
+        self.stats.frames += 1
+        self._collect()
+        if frame is None or frame.shape != (self.height, self.width, 3):
+            self.stats.bad_frames += 1
+            return FrameResult(index, self.last_mask, False, False, 0, float("nan"), self.answered is not None,
+                               None)
+        small = cv2.resize(frame, self.proc_size, interpolation=cv2.INTER_AREA) \
+            if self.proc_size != (self.width, self.height) else frame
+        grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        tracked = self.pending + ([self.answered] if self.answered else [])
+        if self.prev_grey is not None:
+            flow = self.flow(grey, self.prev_grey)
+            for key in tracked:
+                key.map = compose(key.map, flow, self.grid)
+                key.full_mask = None
+        self.prev_grey = grey
+
+        reference = max(tracked, key=lambda k: k.index, default=None)
+        quality = float("inf") if reference is None else psnr(warp(reference.pixels, reference.map), small)
+        if reference is None:
+            keyframe = True
+        elif self.config.every:
+            keyframe = index - reference.index >= self.config.every
+        else:
+            keyframe = quality < self.config.psnr
+
+        offloaded, sent, levels = False, 0, None
+        if keyframe:
+            self.stats.keyframes += 1
+            if self._can_offload():
+                offloaded, sent, levels = True, *self._offload(index, frame, small)
+            else:
+                self.stats.skipped_offloads += 1
+        if self.config.sync:
+            self._collect()
+        mask, answered = self._mask()
+        self.last_mask = mask
+        return FrameResult(index, mask, keyframe, offloaded, sent, quality, answered,
+                           levels if levels is not None else (self.answered.levels if self.answered else None))
+
+    def _offload(self, index: int, frame: np.ndarray, small: np.ndarray) -> tuple[int, np.ndarray | None]:
+        levels = self._next_levels() if self.kind == "stac" else None
+        data = self.codec.encode_levels(frame, levels) if levels is not None else self.codec.encode(frame)
+        key = _Keyframe(index, small, self.grid.copy(), time.monotonic(), levels)
+        self.pending.append(key)
+        self.stats.offloaded += 1
+        self.stats.uplink_bytes += len(data)
+        if self.config.sync:
+            self._ask(key, data)
+        else:
+            thread = threading.Thread(target=self._ask, args=(key, data), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+        return len(data), levels
+
+    def _mask(self) -> tuple[np.ndarray, bool]:
+        a = self.answered
+        if a is None:
+            self.stats.frames_without_answer += 1
+            return np.zeros((self.height, self.width), np.uint8), False
+        if a.full_mask is not None:
+            return a.full_mask, True
+        small = warp(a.mask, a.map, nearest=True)
+        return cv2.resize(small, (self.width, self.height), interpolation=cv2.INTER_NEAREST), True
+
+    def close(self, wait: float = 5.0) -> None:
+        """Wait (bounded) for answers still in flight, so the last keyframes count."""
+        deadline = time.monotonic() + wait
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._collect()

@@ -1,0 +1,93 @@
+"""Frame sources: a video file (anything OpenCV reads), a folder of images, a camera index, a sample clip.
+
+Frames come out RGB uint8 at the first frame's size (later frames of another size are resized to it).
+A frame that cannot be read comes out as None, so the loop can still emit a mask for it.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stac.video import IMAGE_SUFFIXES, SAMPLES, resolve_source, video_fps
+
+FOLDER_FPS = 17.0  # the paper's camera rate, for folders of images unless --fps says otherwise
+
+
+class Source:
+    def __init__(self, spec: str, max_frames: int | None = None, fps: float | None = None):
+        self.spec, self.max_frames = spec, max_frames
+        if spec.isdigit() and spec not in SAMPLES:
+            self.kind, self.camera = "camera", int(spec)
+            self.fps = fps or 30.0
+            return
+        self.path = resolve_source(spec)
+        if self.path.is_dir():
+            self.kind = "folder"
+            self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not self.files:
+                raise ValueError(f"image folder {self.path} holds no images")
+            self.fps = fps or FOLDER_FPS
+        else:
+            self.kind = "video"
+            self.fps = fps or video_fps(self.path)
+            capture = cv2.VideoCapture(str(self.path))
+            ok = capture.isOpened() and capture.read()[0]
+            capture.release()
+            if not ok:
+                raise ValueError(f"cannot read video {self.path}: not a container/codec OpenCV can open")
+
+    def count(self) -> int | None:
+        """Frames the source will give, when known (not for cameras)."""
+        if self.kind == "camera":
+            known = None
+        elif self.kind == "folder":
+            known = len(self.files)
+        else:
+            capture = cv2.VideoCapture(str(self.path))
+            known = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+            capture.release()
+        if known is None:
+            return self.max_frames
+        return min(known, self.max_frames) if self.max_frames is not None else known
+
+    def _raw(self) -> Iterator[np.ndarray | None]:
+        if self.kind == "folder":
+            for file in self.files:
+                yield cv2.imread(str(file), cv2.IMREAD_COLOR)  # None when unreadable
+            return
+        capture = cv2.VideoCapture(self.camera if self.kind == "camera" else str(self.path))
+        if not capture.isOpened():
+            raise ValueError(f"cannot open {self.kind} {self.spec}")
+        try:
+            while True:
+                ok, bgr = capture.read()
+                if not ok:
+                    return
+                yield bgr
+        finally:
+            capture.release()
+
+    def frames(self) -> Iterator[np.ndarray | None]:
+        size = None
+        for count, bgr in enumerate(self._raw()):
+            if self.max_frames is not None and count >= self.max_frames:
+                return
+            if bgr is None or bgr.ndim != 3:
+                yield None
+                continue
+            if size is None:
+                size = (bgr.shape[1], bgr.shape[0])
+            elif (bgr.shape[1], bgr.shape[0]) != size:
+                bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def first_size(source: Source) -> tuple[int, int]:
+    """(H, W) of the first readable frame."""
+    for frame in source.frames():
+        if frame is not None:
+            return frame.shape[:2]
+    raise ValueError(f"{source.spec} has no readable frame")

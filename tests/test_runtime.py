@@ -1,0 +1,222 @@
+"""The device runtime: flow propagation, gating, the loop with a real local edge, faults, the CLI."""
+import json
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from device_runtime.cli import main as runtime_main
+from device_runtime.edge import EdgeError, LocalEdge
+from device_runtime.run import run
+from device_runtime.runtime import Runtime, RuntimeConfig
+from device_runtime.sources import Source
+from stac.flow import Flow, compose, identity_map, warp, warp_levels
+from stac.tables import TableSet
+
+
+def _shift(image, dx, dy):
+    return cv2.warpAffine(image, np.float32([[1, 0, dx], [0, 1, dy]]), (image.shape[1], image.shape[0]),
+                          borderMode=cv2.BORDER_REFLECT)
+
+
+def test_mask_moves_with_a_known_shift(bikes_frames):
+    frame = bikes_frames[0]
+    moved = _shift(frame, 7, -4)  # content moves right 7, up 4
+    grey = lambda f: cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)  # noqa: E731
+    h, w = grey(frame).shape
+    grid = identity_map(h, w)
+    kmap = compose(grid, Flow("medium")(grey(moved), grey(frame)), grid)
+    mask = np.zeros((h, w), np.uint8)
+    mask[100:180, 200:400] = 1
+    expected = np.zeros_like(mask)
+    expected[96:176, 207:407] = 1
+    got = warp(mask, kmap, nearest=True)
+    inter, union = np.sum((got == 1) & (expected == 1)), np.sum((got == 1) | (expected == 1))
+    assert inter / union >= 0.95
+    assert warp(frame, kmap)[110:170, 220:380].astype(int).mean() == pytest.approx(
+        moved[110:170, 220:380].astype(int).mean(), abs=2)
+
+
+def test_level_map_moves_with_the_flow():
+    levels = np.arange(6 * 8, dtype=np.uint8).reshape(6, 8)
+    h, w = 6 * 24, 8 * 24
+    kmap = identity_map(h, w)
+    kmap[..., 0] -= 24  # current pixel x came from x - 24 in the keyframe: content moved one region right
+    moved = warp_levels(levels, kmap, (h, w), 24)
+    np.testing.assert_array_equal(moved[:, 1:], levels[:, :-1])
+    np.testing.assert_array_equal(moved[:, 0], levels[:, 0])  # no flow from outside: the nearest region
+    half = warp_levels(levels, identity_map(h // 2, w // 2), (h, w), 24)  # processing at half size
+    np.testing.assert_array_equal(half, levels)
+
+
+@pytest.fixture(scope="module")
+def edge(exported):
+    return LocalEdge(exported("selfie"), TableSet.default())
+
+
+def _runtime(edge, frames, **options):
+    config = RuntimeConfig(sync=True, **options)
+    runtime = Runtime(edge, TableSet.default(), frames[0].shape[:2], config)
+    return runtime, [runtime.process(f) for f in frames]
+
+
+def test_gate_fires_on_a_scene_cut_not_on_a_static_scene(edge, carphone_frames, bikes_frames):
+    static = [carphone_frames[0]] * 6
+    _, results = _runtime(edge, static)
+    assert [r.keyframe for r in results] == [True] + [False] * 5
+    cut = [carphone_frames[0]] * 3 + [cv2.resize(bikes_frames[0], (176, 144))] * 3
+    runtime, results = _runtime(edge, cut)
+    assert [r.keyframe for r in results] == [True, False, False, True, False, False]
+    assert results[3].psnr < 26 and results[4].psnr > 40
+    assert runtime.stats.answers == 2 and all(r.answered for r in results)
+
+
+class Recording(LocalEdge):
+    """The real local edge, remembering what crossed the network."""
+
+    def __init__(self, *args, fail_every=0, hang_every=0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sent, self.calls, self.fail_every, self.hang_every = [], 0, fail_every, hang_every
+        self.release = threading.Event()
+
+    def segment(self, data, kind, size):
+        self.calls += 1
+        self.sent.append(len(data))
+        if self.fail_every and self.calls % self.fail_every == 0:
+            raise EdgeError("injected failure")
+        if self.hang_every and self.calls % self.hang_every == 0:
+            self.release.wait(30)  # a request the edge never answers in time
+        return super().segment(data, kind, size)
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_full_local_run_every_frame_gets_a_mask(exported, sync, tmp_path):
+    folder = exported("selfie")
+    tables = TableSet.default()
+    edge = Recording(folder, tables)
+    masks = []
+    report = run(Source("carphone", max_frames=60), edge, tables, RuntimeConfig(sync=sync), out=tmp_path,
+                 on_frame=lambda result, live: masks.append(result.mask))
+    assert report["frames"] == 60 == len(masks) == len(list((tmp_path / "masks").glob("*.png")))
+    assert report["uplink_bytes"] == sum(edge.sent) and report["offloaded"] == len(edge.sent) >= 2
+    assert report["edge_errors"] == 0 and report["answers"] == report["offloaded"]
+    assert report["uplink_kbps"] == pytest.approx(sum(edge.sent) * 8 / 1e3 / (60 / report["fps"]))
+    assert all(m.shape == (144, 176) for m in masks)
+    assert np.mean([m.mean() for m in masks[5:]]) > 0.2  # the person is found and carried along
+    assert (tmp_path / "overlay.mp4").stat().st_size > 10_000
+
+
+def test_sync_runs_are_deterministic(exported):
+    tables = TableSet.default()
+    runs = []
+    for _ in range(2):
+        edge = Recording(exported("selfie"), tables)
+        masks = []
+        run(Source("carphone", max_frames=30), edge, tables, RuntimeConfig(sync=True),
+            on_frame=lambda result, live: masks.append(result.mask))
+        runs.append((edge.sent, masks))
+    assert runs[0][0] == runs[1][0]
+    assert all(np.array_equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+
+
+def test_an_edge_failing_every_third_request(exported):
+    tables = TableSet.default()
+    edge = Recording(exported("selfie"), tables, fail_every=3)
+    config = RuntimeConfig(sync=True, every=4, retry_after=0.0)
+    report = run(Source("carphone", max_frames=48), edge, tables, config)
+    assert report["frames"] == 48
+    assert report["edge_errors"] == report["offloaded"] // 3 >= 3
+    assert report["answers"] == report["offloaded"] - report["edge_errors"]
+
+
+def test_an_edge_that_hangs(exported):
+    tables = TableSet.default()
+    edge = Recording(exported("selfie"), tables, hang_every=2)
+    config = RuntimeConfig(every=3, timeout=0.3, retry_after=0.0, max_in_flight=1)
+    masks = []
+
+    def slow_camera(result, live):
+        masks.append(result.mask)
+        time.sleep(0.03)  # a 33 fps camera, so the timeout passes during the run
+
+    try:
+        report = run(Source("carphone", max_frames=45), edge, tables, config, on_frame=slow_camera)
+    finally:
+        edge.release.set()
+    assert report["frames"] == 45 == len(masks)
+    assert report["edge_timeouts"] >= 1 and report["answers"] >= 1
+    assert all(m.shape == (144, 176) for m in masks)
+
+
+def test_bad_frames_still_get_masks(exported, carphone_frames, tmp_path):
+    for i, frame in enumerate(carphone_frames):
+        cv2.imwrite(str(tmp_path / f"frame_{i:03d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    (tmp_path / "frame_002.png").write_bytes(b"not a png")
+    tables = TableSet.default()
+    masks = []
+    report = run(Source(str(tmp_path)), LocalEdge(exported("selfie"), tables), tables, RuntimeConfig(sync=True),
+                 on_frame=lambda result, live: masks.append(result.mask))
+    assert report["frames"] == 4 == len(masks) and report["bad_frames"] == 1
+    np.testing.assert_array_equal(masks[2], masks[1])  # the last mask, carried over the unreadable frame
+
+
+def test_cli_run_and_report(exported, tmp_path):
+    folder = exported("selfie")
+    result = CliRunner().invoke(runtime_main, ["run", "carphone", "--onnx-dir", str(folder), "--sync",
+                                               "--max-frames", "20", "--reference", "model",
+                                               "--report", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    for key in ("frames", "keyframes", "offloaded_fps", "uplink_bytes", "uplink_kbps", "device_fps",
+                "edge_errors", "miou_vs_raw"):
+        assert key in report
+    assert report["frames"] == 20 and 0.5 < report["miou_vs_raw"] <= 1.0
+    assert "uplink_kbps" in result.output
+
+
+def test_cli_errors(exported, tmp_path):
+    runner = CliRunner()
+    folder = str(exported("selfie"))
+    bad_source = runner.invoke(runtime_main, ["run", str(tmp_path / "none.mp4"), "--onnx-dir", folder])
+    assert bad_source.exit_code == 1 and "no such video file or image folder" in bad_source.output
+    (tmp_path / "junk.mp4").write_bytes(b"junk")
+    junk = runner.invoke(runtime_main, ["run", str(tmp_path / "junk.mp4"), "--onnx-dir", folder])
+    assert junk.exit_code == 1 and "cannot read video" in junk.output
+    missing = runner.invoke(runtime_main, ["run", "carphone", "--onnx-dir", folder,
+                                           "--tables", str(tmp_path / "t.json")])
+    assert missing.exit_code == 1 and "cannot read table set" in missing.output
+    base = TableSet.default()
+    other = TableSet(base.tables, base.bounds, base.gradients, base.bound, base.num_coeffs,
+                     {"name": "selfie", "sha256": "0" * 64})
+    other.save(tmp_path / "other.json")
+    mismatch = runner.invoke(runtime_main, ["run", "carphone", "--onnx-dir", folder,
+                                            "--tables", str(tmp_path / "other.json")])
+    assert mismatch.exit_code == 1 and "calibrated for selfie" in mismatch.output
+    no_local = runner.invoke(runtime_main, ["run", "carphone"])
+    assert no_local.exit_code == 1 and "--edge local needs --onnx-dir" in no_local.output
+    down = runner.invoke(runtime_main, ["run", "carphone", "--edge", "grpc://127.0.0.1:9", "--wait-edge", "1"])
+    assert down.exit_code == 1 and "not ready after 1 s" in down.output and "--offline-ok" in down.output
+
+
+def test_unreachable_edge_with_offline_ok(tmp_path):
+    result = CliRunner().invoke(runtime_main, ["run", "carphone", "--edge", "http://127.0.0.1:9", "--wait-edge",
+                                               "0.5", "--offline-ok", "--max-frames", "10", "--timeout", "0.5",
+                                               "--report", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["frames"] == 10 and report["edge_errors"] >= 1 and report["answers"] == 0
+
+
+def test_bench_device_prints_the_ratio(exported):
+    from bench.cli import main as bench_main
+
+    result = CliRunner().invoke(bench_main, ["device", "--onnx-dir", str(exported("selfie")), "--size", "352x176",
+                                             "--max-frames", "10", "--flow-width", "176"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("10 frames 352x176")
+    loop = next(line for line in lines if line.startswith("device loop, flow at 176x88"))
+    assert float(loop.split()[-3].rstrip("x")) > 0
