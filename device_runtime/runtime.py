@@ -66,6 +66,7 @@ class _Keyframe:
     mask: np.ndarray | None = None  # answer, processing size
     full_mask: np.ndarray | None = None  # answer at full size, while the map is still the identity
     next_levels: np.ndarray | None = None
+    state: str = "pending"  # or "superseded" (a newer answer came first) or "abandoned" (timed out)
 
 
 @dataclass
@@ -75,6 +76,7 @@ class RuntimeStats:
     offloaded: int = 0
     uplink_bytes: int = 0
     answers: int = 0
+    superseded: int = 0
     edge_errors: int = 0
     timeouts: int = 0
     skipped_offloads: int = 0
@@ -85,7 +87,8 @@ class RuntimeStats:
     def summary(self) -> dict:
         lat = self.latencies_ms
         return {"frames": self.frames, "keyframes": self.keyframes, "offloaded": self.offloaded,
-                "uplink_bytes": self.uplink_bytes, "answers": self.answers, "edge_errors": self.edge_errors,
+                "uplink_bytes": self.uplink_bytes, "answers": self.answers,
+                "superseded_answers": self.superseded, "edge_errors": self.edge_errors,
                 "edge_timeouts": self.timeouts, "skipped_offloads": self.skipped_offloads,
                 "bad_frames": self.bad_frames, "frames_without_answer": self.frames_without_answer,
                 "edge_latency_ms_median": statistics.median(lat) if lat else None}
@@ -126,23 +129,26 @@ class Runtime:
         self.answers.put((key, answer, (time.monotonic() - started) * 1e3))
 
     def _apply(self, key: _Keyframe, answer, latency_ms: float) -> None:
+        if key.state == "abandoned":
+            return  # already counted as a timeout
         if key in self.pending:
             self.pending.remove(key)
-        elif not self.config.sync:
-            return  # given up on (timed out) or superseded
         if isinstance(answer, Exception):
             self.stats.edge_errors += 1
             self.backoff_until = time.monotonic() + self.config.retry_after
             return
         self.stats.answers += 1
         self.stats.latencies_ms.append(latency_ms)
-        if self.answered is not None and key.index < self.answered.index:
+        if key.state == "superseded" or (self.answered is not None and key.index < self.answered.index):
+            self.stats.superseded += 1  # a newer keyframe's answer came first
             return
         key.full_mask = answer.mask if key.index == self.index - 1 else None  # answered within its frame
         key.mask = cv2.resize(answer.mask, self.proc_size, interpolation=cv2.INTER_NEAREST)
         key.next_levels = answer.next_levels
         self.answered = key
-        self.pending = [k for k in self.pending if k.index > key.index]  # older answers would be stale
+        for older in [k for k in self.pending if k.index < key.index]:
+            older.state = "superseded"
+            self.pending.remove(older)
 
     def _collect(self) -> None:
         while True:
@@ -152,6 +158,7 @@ class Runtime:
                 break
         now = time.monotonic()
         for key in [k for k in self.pending if now - k.sent_at > self.config.timeout]:
+            key.state = "abandoned"
             self.pending.remove(key)
             self.stats.timeouts += 1
             self.stats.edge_errors += 1
