@@ -132,3 +132,35 @@ def device(onnx_dir, video, size, max_frames, flow_widths, tables_path) -> None:
     h, w = frames[0].shape[:2]
     click.echo(f"{len(frames)} frames {w}x{h} of {video}, local edge in-process")
     click.echo(format_device(timings, baseline))
+
+
+@main.command()
+@click.argument("url")
+@click.option("--onnx-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="the same graphs, for the in-process comparison (export/build.py writes OUT_onnx)")
+@click.option("--tables", "tables_path", type=click.Path(dir_okay=False), required=True,
+              help="the table set the edge holds")
+@click.option("--size", default="640x272", show_default=True, help="keyframe WIDTHxHEIGHT (bikes clip)")
+@click.option("--requests", type=int, default=10, show_default=True, help="per device")
+@click.option("--devices", "device_counts", type=int, multiple=True, help="repeatable (default: 1, 2, 4)")
+def edge(url, onnx_dir, tables_path, size, requests, device_counts) -> None:
+    """Keyframe round-trip latency and throughput through URL vs the same work in-process."""
+    from device_runtime.edge import LocalEdge, TritonEdge
+
+    from .edge_bench import format_timings as format_edge
+    from .edge_bench import hammer
+
+    try:
+        tables = TableSet.load(tables_path)
+        frame = next(iter(read_frames(sample_video("bikes"), 1, _size(size))))
+        TritonEdge(url).wait_ready(30)
+    except Exception as e:  # bad tables, unreachable edge: say which
+        raise click.ClickException(str(e)) from None
+    data = make_codec("stac", tables).encode(frame)
+    shape = frame.shape[:2]
+    remote, local = [], []
+    for n in device_counts or (1, 2, 4):
+        remote.append(hammer(lambda: TritonEdge(url), data, shape, n, requests, url))
+        local.append(hammer(lambda: LocalEdge(onnx_dir, tables), data, shape, n, requests, "in-process"))
+    click.echo(f"keyframe {shape[1]}x{shape[0]}, {len(data)} B, {requests} requests per device")
+    click.echo(format_edge(remote, local))

@@ -46,6 +46,7 @@ def main() -> None:
 @click.option("--codec", default="stac", show_default=True, help="stac, or a baseline: jpeg:q=90, grace, ...")
 @click.option("--sync", is_flag=True, help="wait for each keyframe's answer (deterministic; for evaluation)")
 @click.option("--max-frames", type=int)
+@click.option("--pace", is_flag=True, help="deliver a file's frames at its frame rate, like a camera")
 @click.option("--fps", type=float, help="source frame rate (default: the container's; 17 for folders)")
 @click.option("--flow-width", type=int, default=512, show_default=True, help="flow runs at this width")
 @click.option("--preset", type=click.Choice(["ultrafast", "fast", "medium"]), default="ultrafast",
@@ -59,7 +60,7 @@ def main() -> None:
 @click.option("--offline-ok", is_flag=True, help="if the edge never answers at start, run on propagation only")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="write masks/*.png, overlay.mp4")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="report JSON")
-def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, codec, sync, max_frames, fps, flow_width,
+def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, codec, sync, max_frames, pace, fps, flow_width,
                 preset, reference, labels, timeout, wait_edge, offline_ok, out, report_path) -> None:
     """Segment every frame of SOURCE (video file, image folder, camera index or sample clip name)."""
     try:
@@ -92,7 +93,7 @@ def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, codec, sy
 
         try:
             report = run(src, edge, tables, config, out=out, reference=ref, labels=label_files,
-                         num_classes=classes, on_frame=on_frame)
+                         num_classes=classes, pace=pace, on_frame=on_frame)
         except ValueError as e:
             raise click.ClickException(str(e)) from None
         finally:

@@ -20,17 +20,23 @@ from .sources import Source, first_size
 
 def run(source: Source, edge: Edge, tables: TableSet, config: RuntimeConfig, *, out: str | Path | None = None,
         reference: SegmentSession | None = None, labels: list[Path] | None = None, num_classes: int = 256,
+        pace: bool = False,
         on_frame: Callable[[FrameResult, dict], None] = lambda result, live: None) -> dict:
     """Process every frame; returns the report. ``reference`` (the SEGMENT graph on raw frames) adds
-    ``miou_vs_raw``, ``labels`` (class-id PNGs in frame order) ``miou``; neither counts in ``device_fps``."""
+    ``miou_vs_raw``, ``labels`` (class-id PNGs in frame order) ``miou``; neither counts in ``device_fps``.
+    ``pace`` delivers a file's frames at the source fps, as a camera would (for asynchronous offload a file
+    read as fast as possible would outrun every answer)."""
     size = first_size(source)
     runtime = Runtime(edge, tables, size, config)
     outputs = Outputs(out, source.fps, size, tables.levels - 1) if out else None
     confusion = np.zeros((num_classes, num_classes), np.int64) if reference else None
     label_confusion = np.zeros((num_classes, num_classes), np.int64) if labels else None
     busy = 0.0
+    clock = time.perf_counter()
     try:
-        for frame in source.frames():
+        for i, frame in enumerate(source.frames()):
+            if pace:
+                time.sleep(max(0.0, clock + i / source.fps - time.perf_counter()))
             started = time.perf_counter()
             result = runtime.process(frame)
             busy += time.perf_counter() - started

@@ -1,8 +1,9 @@
-"""Build what the edge serves: `python export/build.py --model selfie --onnx-only --out DIR`.
+"""Build what the edge serves: `python export/build.py [--model selfie] [--backend python] [--out triton_models]`.
 
-With --onnx-only it writes DIR/stac_head.onnx and DIR/segment.onnx (and DIR/model.json describing the
-model they came from). The full Triton model repository is built by the same command without
---onnx-only once the Triton side exists.
+Exports the model's ONNX graphs (into OUT_onnx beside OUT: Triton would take a folder inside OUT for a
+model), checks them in onnxruntime against torch on a real frame,
+calibrates when no --tables is given (stac-calibrate's defaults), and writes the Triton model repository.
+--onnx-only stops after the graphs, written straight into OUT.
 """
 from __future__ import annotations
 
@@ -13,25 +14,54 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
+from calibration.calibrate import calibrate, load_frames  # noqa: E402
+from calibration.cli import DEFAULT_SOURCES  # noqa: E402
+from calibration.search import CalibrationError  # noqa: E402
+from stac.edge.repository import BACKENDS, write_repository  # noqa: E402
 from stac.models import MODELS, WeightsError  # noqa: E402
-from stac.models.to_onnx import ExportError, export_model  # noqa: E402
+from stac.models.to_onnx import ExportError, export_model, validate  # noqa: E402
+from stac.tables import TableSet, TableSetError  # noqa: E402
+from stac.video import parse_size  # noqa: E402
 
 
 @click.command()
 @click.option("--model", "model_name", default="selfie", show_default=True, type=click.Choice(sorted(MODELS)))
 @click.option("--weights", type=click.Path(dir_okay=False), help="checkpoint for models without shipped weights")
-@click.option("--onnx-only", is_flag=True, help="write the ONNX graphs only (no Triton repository)")
+@click.option("--backend", type=click.Choice(BACKENDS), default="python", show_default=True,
+              help="python: onnxruntime inside python models (pip tritonserver); onnxruntime: native backend "
+                   "with GPU instances (NGC container)")
+@click.option("--tables", "tables_path", type=click.Path(dir_okay=False),
+              help="tables.json to serve (default: calibrate now, stac-calibrate's defaults)")
+@click.option("--size", default="176x144", show_default=True, help="calibration size WIDTHxHEIGHT")
+@click.option("--cpu", is_flag=True, help="with --backend onnxruntime: CPU instances instead of GPU")
+@click.option("--onnx-only", is_flag=True, help="write the ONNX graphs only (no calibration, no repository)")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("triton_models"),
               show_default=True)
-def main(model_name: str, weights: str | None, onnx_only: bool, out: Path) -> None:
-    if not onnx_only:
-        raise click.UsageError("the Triton model repository is not built yet; pass --onnx-only")
+def main(model_name, weights, backend, tables_path, size, cpu, onnx_only, out) -> None:
     try:
-        paths = export_model(model_name, out, weights)
-    except (WeightsError, ExportError) as e:
+        onnx_dir = out if onnx_only else out.with_name(out.name + "_onnx")
+        paths = export_model(model_name, onnx_dir, weights)
+        for name, path in paths.items():
+            click.echo(f"{name}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+        if onnx_only:
+            return
+        click.echo(f"validating the graphs against torch: {validate(model_name, onnx_dir, weights)}")
+        if tables_path:
+            tables = TableSet.load(tables_path)
+        else:
+            click.echo("calibrating (stac-calibrate defaults) ...")
+            frames = load_frames(list(DEFAULT_SOURCES), parse_size(size), 25, 5)
+            result = calibrate(onnx_dir, frames, min_accuracy=0.98)
+            tables = result.tables
+            out.mkdir(parents=True, exist_ok=True)
+            result.tables.save(out / "tables.json")
+            click.echo(f"B = {tables.bound:.4g}, table set {tables.id.hex()} -> {out / 'tables.json'}")
+        write_repository(out, onnx_dir, tables, backend, gpu=not cpu)
+        if tables_path:
+            tables.save(out / "tables.json")  # clients code keyframes with what the edge holds
+    except (WeightsError, ExportError, CalibrationError, TableSetError, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    for name, path in paths.items():
-        click.echo(f"{name}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    click.echo(f"model repository ({backend} backend): {out}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from stac.inference import HeadSession, SegmentSession
 from stac.models import build_model
 from stac.models.head import AutogradDecoded, Decoded, StacHead, block_tables
 from stac.select import region_cost, select_levels
-from stac.tables import DEFAULT_REGION_BLOCKS, region_grid
+from stac.tables import DEFAULT_REGION_BLOCKS, TableSet, region_grid
 from stac.codec.transform import blocks_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -210,3 +210,18 @@ def test_bench_head_prints_the_ratio(exported):
     rows = [line for line in result.output.splitlines() if "x" in line and line.strip()[0].isdigit()]
     assert len(rows) == 2 and rows[0].split()[0] == "144x256"
     assert float(rows[0].split()[-1].rstrip("x")) > 0
+
+
+def test_build_writes_a_repository_with_given_tables(tmp_path):
+    TableSet.default().save(tmp_path / "given.json")
+    out = tmp_path / "repo"
+    done = subprocess.run([sys.executable, str(REPO / "export" / "build.py"), "--model", "tiny", "--tables",
+                           str(tmp_path / "given.json"), "--out", str(out)], capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert "validating the graphs against torch: head mask 1.0000" in done.stdout
+    assert {p.name for p in out.iterdir()} >= {"stac", "stac_decode", "stac_head", "segment", "jpeg_decode",
+                                               "jpeg_segment", "tables.json"}
+    assert (out / "stac_head" / "1" / "model.onnx").read_bytes() == \
+        (tmp_path / "repo_onnx" / "stac_head.onnx").read_bytes()  # the same ONNX bytes the export wrote
+    assert 'backend: "python"' in (out / "stac_head" / "config.pbtxt").read_text()

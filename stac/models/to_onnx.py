@@ -143,3 +143,42 @@ def export_model(model_name: str, out: str | Path, weights: str | Path | None = 
     info = {**model.describe(), "weights": str(weights) if weights else None, "region_blocks": region_blocks}
     (out / "model.json").write_text(json.dumps(info, indent=2) + "\n")
     return paths
+
+
+def validate(model_name: str, onnx_dir: str | Path, weights: str | Path | None = None) -> str:
+    """Both graphs in onnxruntime against the torch model on a real frame (carphone, STAC-coded with a
+    random level map); raises ExportError on disagreement, returns a one-line summary."""
+    import numpy as np
+
+    from ..codec import make_codec
+    from ..codec.bitstream import read_stac
+    from ..inference import HeadSession, SegmentSession
+    from ..tables import TableSet, region_grid
+    from ..codec.transform import blocks_for
+    from ..video import read_frames, sample_video
+    from .head import AutogradDecoded
+
+    onnx_dir = Path(onnx_dir)
+    model = build_model(model_name, weights)
+    tables = TableSet.default()
+    frame = next(iter(read_frames(sample_video("carphone"), 1)))
+    levels = np.random.default_rng(0).integers(0, tables.levels, region_grid(*blocks_for(*frame.shape[:2])),
+                                               dtype=np.uint8)
+    coded = read_stac(make_codec("stac", tables).encode_levels(frame, levels), tables)
+    got = HeadSession(onnx_dir / "stac_head.onnx").run(coded, tables)
+    eager = StacHead(AutogradDecoded(Decoded(model)), model, tables.region_blocks)
+    with torch.no_grad():
+        mask, _, _, grad, _ = eager(torch.from_numpy(coded.coeffs), torch.from_numpy(coded.levels),
+                                    torch.from_numpy(tables.steps), torch.tensor([tables.bound]))
+    h, w = frame.shape[:2]
+    head_agree = float(np.mean(got.mask == mask.numpy()[:h, :w]))
+    grad_err = float(np.linalg.norm(got.grad - grad.numpy()) / max(np.linalg.norm(grad.numpy()), 1e-30))
+    with torch.no_grad():
+        seg = Segment(model)(torch.from_numpy(np.pad(frame, [(0, -h % model.size_multiple),
+                                                            (0, -w % model.size_multiple), (0, 0)], mode="edge")))
+    seg_agree = float(np.mean(SegmentSession(onnx_dir / "segment.onnx").run(frame) == seg.numpy()[:h, :w]))
+    # 1e-2: random ReLU networks (models built without weights) are that ill-conditioned in float32
+    if head_agree < 0.999 or seg_agree < 0.999 or grad_err > 1e-2:
+        raise ExportError(f"ONNX disagrees with torch on a real frame: head mask {head_agree:.4f}, segment mask "
+                          f"{seg_agree:.4f}, gradient relative error {grad_err:.2e}")
+    return f"head mask {head_agree:.4f}, segment mask {seg_agree:.4f}, gradient relative error {grad_err:.1e}"

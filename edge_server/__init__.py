@@ -1,0 +1,1 @@
+"""stac-edge: run the Triton edge locally and check any edge."""

@@ -1,0 +1,81 @@
+"""stac-edge serve | check."""
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from stac.codec import make_codec
+from stac.edge.server import ServerError, TritonServer
+from stac.tables import TableSet, TableSetError
+from stac.video import read_frames, sample_video
+
+
+@click.group()
+def main() -> None:
+    """The STAC edge: a local Triton server over the model repository."""
+
+
+@main.command()
+@click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=Path("triton_models"),
+              show_default=True)
+@click.option("--address", default="127.0.0.1", show_default=True, help="0.0.0.0 to serve other machines")
+@click.option("--http-port", type=int, default=8000, show_default=True)
+@click.option("--grpc-port", type=int, default=8001, show_default=True)
+@click.option("--metrics-port", type=int, default=8002, show_default=True)
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="seconds to wait for ready")
+def serve(repo, address, http_port, grpc_port, metrics_port, timeout) -> None:
+    """Start tritonserver on REPO and keep it up until Ctrl-C or SIGTERM."""
+    server = TritonServer(repo, address=address, http_port=http_port, grpc_port=grpc_port,
+                          metrics_port=metrics_port, ready_timeout=timeout)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    try:
+        server.start()
+        click.echo(f"ready: grpc://{server.grpc_url} http://{server.http_url} (log {server.log_path})", err=True)
+        while not stop and server.process.poll() is None:
+            time.sleep(0.2)
+        if server.process.poll() is not None:
+            raise ServerError(f"tritonserver exited with {server.process.returncode}:\n{server.log_tail()}")
+    except KeyboardInterrupt:
+        pass
+    except ServerError as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        server.stop()
+        click.echo("stopped", err=True)
+
+
+@main.command()
+@click.argument("url")
+@click.option("--tables", "tables_path", type=click.Path(dir_okay=False), default="triton_models/tables.json",
+              show_default=True, help="the table set the edge holds (to code a real keyframe)")
+@click.option("--wait", type=float, default=10.0, show_default=True)
+def check(url, tables_path, wait) -> None:
+    """Health, model list and one real keyframe (carphone, STAC-coded) through the stac ensemble."""
+    from device_runtime.edge import EdgeError, TritonEdge
+
+    try:
+        tables = TableSet.load(tables_path)
+        edge = TritonEdge(url)
+        edge.wait_ready(wait)
+        models = [m["name"] if isinstance(m, dict) else m.name for m in
+                  (edge.client.get_model_repository_index() if edge.scheme == "http"
+                   else edge.client.get_model_repository_index().models)]
+        frame = next(iter(read_frames(sample_video("carphone"), 1)))
+        data = make_codec("stac", tables).encode(frame)
+        started = time.perf_counter()
+        answer = edge.segment(data, "stac", frame.shape[:2])
+        ms = (time.perf_counter() - started) * 1e3
+    except (TableSetError, ValueError, EdgeError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{url}: ready; models {', '.join(sorted(models))}")
+    click.echo(f"one keyframe ({len(data)} B, 176x144): {ms:.1f} ms, mask classes {np.unique(answer.mask).tolist()}, "
+               f"next levels {answer.next_levels.shape}")
+
+
+if __name__ == "__main__":
+    main()

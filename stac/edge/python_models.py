@@ -1,0 +1,105 @@
+"""Triton python-backend models: thin adapters (unpack tensors, call stac, pack tensors).
+
+Each generated ``model.py`` in the repository is one line importing a class from here as
+``TritonPythonModel``. A request that cannot be served gets an error response naming the problem; the
+model, and the server, keep serving.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils  # provided by the python backend stub
+
+from ..codec.bitstream import read_stac
+from ..codec.jpeg import decode_jpeg
+from ..inference import session
+from ..tables import TableSet
+
+
+def _model_dir(args) -> Path:
+    return Path(args["model_repository"]) / args["model_version"]
+
+
+def _parameter(args, key: str) -> str:
+    params = json.loads(args["model_config"]).get("parameters", {})
+    if key not in params:
+        raise pb_utils.TritonModelException(f"config.pbtxt lacks parameter {key!r}")
+    return params[key]["string_value"]
+
+
+def _bitstream(request) -> bytes:
+    value = pb_utils.get_input_tensor_by_name(request, "BITSTREAM").as_numpy().reshape(-1)
+    if value.size != 1:
+        raise ValueError(f"BITSTREAM must hold exactly one element, got {value.size}")
+    data = value[0]
+    return data if isinstance(data, bytes) else bytes(data)
+
+
+def _serve(requests, handle):
+    responses = []
+    for request in requests:
+        try:
+            outputs = handle(request)
+            responses.append(pb_utils.InferenceResponse(
+                output_tensors=[pb_utils.Tensor(name, value) for name, value in outputs.items()]))
+        except ValueError as e:  # BitstreamError, TableSetError, undecodable JPEG, wrong sizes
+            responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e))))
+    return responses
+
+
+class StacDecode:
+    """BITSTREAM (BYTES [1]) -> COEFFS, LEVELS, and the TABLES and BOUND of the set it was coded with."""
+
+    def initialize(self, args):
+        folder = _model_dir(args)
+        self.tables = [TableSet.load(folder / name) for name in _parameter(args, "tables").split(",")]
+        self.max_pixels = int(_parameter(args, "max_pixels"))
+
+    def _handle(self, request):
+        frame = read_stac(_bitstream(request), self.tables, max_pixels=self.max_pixels)
+        return {"COEFFS": frame.coeffs, "LEVELS": frame.levels, "TABLES": frame.tables.steps,
+                "BOUND": np.array([frame.tables.bound], np.float32)}
+
+    def execute(self, requests):
+        return _serve(requests, self._handle)
+
+
+class JpegDecode:
+    """BITSTREAM (a baseline JPEG) -> IMAGE uint8 [H', W', 3], edge-padded to the segment graph's multiple."""
+
+    def initialize(self, args):
+        self.multiple = int(_parameter(args, "size_multiple"))
+        self.max_pixels = int(_parameter(args, "max_pixels"))
+
+    def _handle(self, request):
+        data = _bitstream(request)
+        image = decode_jpeg(data)
+        h, w = image.shape[:2]
+        if h * w > self.max_pixels:
+            raise ValueError(f"image {w}x{h} is larger than this edge accepts ({self.max_pixels} pixels)")
+        m = self.multiple
+        return {"IMAGE": np.pad(image, [(0, -h % m), (0, -w % m), (0, 0)], mode="edge")}
+
+    def execute(self, requests):
+        return _serve(requests, self._handle)
+
+
+class OnnxModel:
+    """Runs the model directory's model.onnx in onnxruntime (the pip-installed Triton has no onnxruntime
+    backend); inputs and outputs are the config's."""
+
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        threads = int(config.get("parameters", {}).get("intra_op_threads", {}).get("string_value", "0"))
+        self.session = session(_model_dir(args) / "model.onnx", threads or None)
+        self.inputs = [i["name"] for i in config["input"]]
+        self.outputs = [o["name"] for o in config["output"]]
+
+    def _handle(self, request):
+        feed = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.inputs}
+        return dict(zip(self.outputs, self.session.run(self.outputs, feed)))
+
+    def execute(self, requests):
+        return _serve(requests, self._handle)

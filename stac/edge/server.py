@@ -1,0 +1,151 @@
+"""A real tritonserver from the nvidia-pytriton wheel, started, waited for, and stopped cleanly.
+
+The wheel carries tritonserver and its python backend but not the backend stub in place: we build a
+backend directory of links (the stub finds its Python through PATH, so this interpreter's bin goes first),
+give the python backend a unique shared-memory prefix (so parallel servers never collide, and we remove
+exactly our own /dev/shm files), and poll /v2/health/ready with a deadline: a stub that cannot start
+would otherwise hang model loading forever.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wheel_root() -> Path:
+    try:
+        import pytriton
+    except ImportError:
+        raise ServerError("tritonserver comes from the nvidia-pytriton wheel: pip install 'stac[edge]'") from None
+    root = Path(pytriton.__file__).parent / "tritonserver"
+    if not (root / "bin" / "tritonserver").is_file():
+        raise ServerError(f"no tritonserver binary in {root}")
+    return root
+
+
+class TritonServer:
+    def __init__(self, repo: str | Path, *, address: str = "127.0.0.1", http_port: int | None = None,
+                 grpc_port: int | None = None, metrics_port: int | None = None, ready_timeout: float = 120.0,
+                 log_path: str | Path | None = None, exit_on_error: bool = True):
+        """exit_on_error=False keeps the server up when some model fails to load (and then "ready" means
+        live: for inspecting a repository)."""
+        self.repo = Path(repo).resolve()
+        if not self.repo.is_dir():
+            raise ServerError(f"model repository {self.repo} does not exist (python export/build.py builds it)")
+        self.address, self.ready_timeout = address, ready_timeout
+        self.http_port = http_port or free_port()
+        self.grpc_port = grpc_port or free_port()
+        self.metrics_port = metrics_port or free_port()
+        self.prefix = f"stac{uuid.uuid4().hex[:10]}"
+        self.workdir = Path(tempfile.mkdtemp(prefix="stac-triton-"))
+        self.log_path = Path(log_path) if log_path else self.workdir / "tritonserver.log"
+        self.process: subprocess.Popen | None = None
+        self.exit_on_error = exit_on_error
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.address}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.address}:{self.grpc_port}"
+
+    def _backends(self, root: Path) -> Path:
+        python = self.workdir / "backends" / "python"
+        python.mkdir(parents=True)
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        links = {"libtriton_python.so": root / "backends" / "python" / "libtriton_python.so",
+                 "triton_python_backend_utils.py": root / "backends" / "python" / "triton_python_backend_utils.py",
+                 "triton_python_backend_stub": root / "python_backend_stubs" / version / "triton_python_backend_stub"}
+        for name, target in links.items():
+            if not target.exists():
+                raise ServerError(f"the pytriton wheel lacks {target}")
+            (python / name).symlink_to(target)
+        return self.workdir / "backends"
+
+    def start(self) -> "TritonServer":
+        root = _wheel_root()
+        command = [str(root / "bin" / "tritonserver"), f"--model-repository={self.repo}",
+                   f"--backend-directory={self._backends(root)}",
+                   f"--http-address={self.address}", f"--http-port={self.http_port}",
+                   f"--grpc-address={self.address}", f"--grpc-port={self.grpc_port}",
+                   f"--metrics-address={self.address}", f"--metrics-port={self.metrics_port}",
+                   "--allow-gpu-metrics=false", f"--backend-config=python,shm-region-prefix-name={self.prefix}",
+                   f"--exit-on-error={str(self.exit_on_error).lower()}",
+                   f"--strict-readiness={str(self.exit_on_error).lower()}"]
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        self.log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True)
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.stop()
+                raise ServerError(f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}")
+            if self.ready():
+                return self
+            time.sleep(0.25)
+        self.stop()
+        raise ServerError(f"tritonserver not ready after {self.ready_timeout:g} s:\n{self.log_tail()}")
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The log's error lines (Triton prefixes them with E), then its last lines."""
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        errors = [line for line in text[:-lines] if line.startswith("E")]
+        return "\n".join(errors + text[-lines:])
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL to the whole process group; then our own shared memory is removed."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if self.process is not None:
+            try:  # stubs left behind by a killed server
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for leftover in Path("/dev/shm").glob(f"{self.prefix}*"):
+            leftover.unlink(missing_ok=True)
+        if getattr(self, "log", None):
+            self.log.close()
+
+    def shared_memory_files(self) -> list[Path]:
+        return sorted(Path("/dev/shm").glob(f"{self.prefix}*"))
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

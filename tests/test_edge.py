@@ -1,0 +1,193 @@
+"""The Triton edge, against a real tritonserver process (the nvidia-pytriton wheel's), over gRPC and HTTP."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from device_runtime.edge import EdgeError, LocalEdge, TritonEdge
+from stac.codec import make_codec
+from stac.edge.repository import write_repository
+from stac.edge.server import ServerError, TritonServer
+from stac.tables import TableSet
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def repository(exported, tmp_path_factory):
+    repo = tmp_path_factory.mktemp("triton_models")
+    return write_repository(repo, exported("selfie"), TableSet.default(), "python")
+
+
+@pytest.fixture(scope="module")
+def server(repository):
+    with TritonServer(repository, ready_timeout=180) as running:  # stopped even when a test fails
+        yield running
+
+
+@pytest.fixture(scope="module")
+def local(exported):
+    return LocalEdge(exported("selfie"), TableSet.default())
+
+
+def _keyframes(frames, tables):
+    codec = make_codec("stac", tables)
+    rng = np.random.default_rng(3)
+    out = []
+    for frame in frames:
+        levels = rng.integers(0, tables.levels, codec.uniform_levels(*frame.shape[:2]).shape, dtype=np.uint8)
+        out.append((codec.encode_levels(frame, levels), frame.shape[:2]))
+    return out
+
+
+def test_server_is_ready_and_lists_the_models(server):
+    client = httpclient.InferenceServerClient(server.http_url)
+    assert client.is_server_ready()
+    names = {m["name"] for m in client.get_model_repository_index()}
+    assert names == {"stac", "stac_decode", "stac_head", "segment", "jpeg_decode", "jpeg_segment"}
+    assert all(client.is_model_ready(n) for n in names)
+
+
+@pytest.mark.parametrize("scheme", ["grpc", "http"])
+def test_stac_ensemble_equals_the_local_edge(server, local, scheme, carphone_frames, bikes_frames):
+    edge = TritonEdge(f"{scheme}://{server.grpc_url if scheme == 'grpc' else server.http_url}")
+    edge.wait_ready(10)
+    for data, size in _keyframes([carphone_frames[0], bikes_frames[2]], TableSet.default()):
+        remote, here = edge.segment(data, "stac", size), local.segment(data, "stac", size)
+        np.testing.assert_array_equal(remote.mask, here.mask)
+        np.testing.assert_array_equal(remote.next_levels, here.next_levels)
+    jpeg = make_codec("jpeg:q=90", TableSet.default()).encode(carphone_frames[1])
+    np.testing.assert_array_equal(edge.segment(jpeg, "jpeg", (144, 176)).mask,
+                                  local.segment(jpeg, "jpeg", (144, 176)).mask)
+    edge.close()
+
+
+@pytest.mark.parametrize("scheme", ["grpc", "http"])
+def test_bad_bitstreams_get_error_responses_and_the_server_keeps_serving(server, local, scheme, carphone_frames):
+    edge = TritonEdge(f"{scheme}://{server.grpc_url if scheme == 'grpc' else server.http_url}")
+    (data, size), = _keyframes([carphone_frames[0]], TableSet.default())
+    corrupt = bytearray(data)
+    corrupt[len(corrupt) // 2:len(corrupt) // 2 + 64] = bytes(64)
+    oversized = bytearray(data)
+    oversized[18 + 4:22 + 4] = (60000).to_bytes(2, "big") * 2  # APP11 header: H and W (docs/bitstream.md)
+    cases = {"truncated": data[: len(data) // 3], "corrupt": bytes(corrupt), "oversized": bytes(oversized),
+             "not a jpeg": b"hello", "other tables": make_codec("stac", _other_tables()).encode(carphone_frames[0])}
+    for name, bad in cases.items():
+        with pytest.raises(EdgeError) as error:
+            edge.segment(bad, "stac", size)
+        assert "stac" in str(error.value), name
+        good = edge.segment(data, "stac", size)  # the next good request succeeds
+        np.testing.assert_array_equal(good.mask, local.segment(data, "stac", size).mask)
+    with pytest.raises(EdgeError):
+        edge.segment(b"\xff\xd8 not really", "jpeg", size)
+    edge.close()
+
+
+def _other_tables():
+    base = TableSet.default()
+    return TableSet.from_gradients(base.gradients, base.bound * 3, base.num_coeffs, base.model)
+
+
+def test_two_runtimes_at_once(server, exported, tmp_path):
+    command = [sys.executable, "-m", "device_runtime.cli", "run", "carphone", "--edge", f"grpc://{server.grpc_url}",
+               "--sync", "--max-frames", "40"]
+    runs = [subprocess.Popen(command + ["--report", str(tmp_path / f"r{i}.json")], cwd=REPO_ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+    for process in runs:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err.decode()[-2000:]
+    reports = [json.loads((tmp_path / f"r{i}.json").read_text()) for i in range(2)]
+    for report in reports:
+        assert report["frames"] == 40 and report["edge_errors"] == 0 and report["answers"] == report["offloaded"]
+    assert reports[0]["uplink_bytes"] == reports[1]["uplink_bytes"]  # --sync: same input, same bytes
+
+
+def test_server_stops_and_removes_its_shared_memory_when_a_test_fails(repository):
+    server = TritonServer(repository, ready_timeout=180)
+    with pytest.raises(RuntimeError, match="a failing test"):
+        with server:
+            assert server.shared_memory_files()
+            raise RuntimeError("a failing test")
+    assert server.process.poll() is not None
+    assert server.shared_memory_files() == []
+
+
+def test_a_broken_repository_reports_the_log(tmp_path):
+    (tmp_path / "stac").mkdir()
+    (tmp_path / "stac" / "config.pbtxt").write_text('name: "stac"\nplatform: "ensemble" {{ nonsense')
+    with pytest.raises(ServerError, match="exited") as error:
+        TritonServer(tmp_path, ready_timeout=60).start()
+    assert "config.pbtxt" in str(error.value) or "stac" in str(error.value)
+
+
+def test_onnxruntime_repository_passes_tritons_config_parsing(exported, tmp_path):
+    """The repository Dockerfile.edge copies: the local server has no onnxruntime backend, so its two ONNX
+    models fail at backend lookup, but every config parses and the python models load."""
+    repo = write_repository(tmp_path / "gpu", exported("selfie"), TableSet.default(), "onnxruntime")
+    with TritonServer(repo, exit_on_error=False, ready_timeout=180) as running:
+        index = {m["name"]: m for m in httpclient.InferenceServerClient(running.http_url).get_model_repository_index()}
+        log = running.log_tail(400)
+    assert index["stac_decode"]["state"] == "READY" and index["jpeg_decode"]["state"] == "READY"
+    for name in ("stac_head", "segment"):
+        assert index[name]["state"] == "UNAVAILABLE"
+        assert "onnxruntime" in index[name]["reason"], index[name]
+    failures = [line for line in log.splitlines() if line.startswith("E") and "failed to load '" in line]
+    assert failures and all("backend 'onnxruntime'" in line for line in failures), failures
+    assert "parsing text-format" not in log.lower()  # a config.pbtxt syntax error would say so
+
+
+def test_dockerfile_lints_clean():
+    done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "hadolint"),
+                           str(REPO_ROOT / "Dockerfile.edge")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = (REPO_ROOT / "Dockerfile.edge").read_text()
+    assert "FROM nvcr.io/nvidia/tritonserver:24.10-py3" in text and "HEALTHCHECK" in text
+    assert "EXPOSE 8000 8001 8002" in text
+
+
+def test_bench_edge_against_the_server(server, exported, tmp_path):
+    from click.testing import CliRunner
+
+    from bench.cli import main as bench_main
+
+    TableSet.default().save(tmp_path / "tables.json")
+    result = CliRunner().invoke(bench_main, ["edge", f"grpc://{server.grpc_url}", "--onnx-dir", str(exported("selfie")),
+                                             "--tables", str(tmp_path / "tables.json"), "--size", "176x144",
+                                             "--requests", "2", "--devices", "1", "--devices", "2"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines()[2:]]
+    assert [r[0] for r in rows] == ["1", "1", "2", "2"] and rows[1][1] == "in-process"
+    assert float(rows[0][-1].rstrip("x")) > 0
+
+
+def test_stac_edge_serve_stops_on_sigterm(repository):
+    import signal
+    import time
+
+    from stac.edge.server import free_port
+
+    ports = [str(free_port()) for _ in range(3)]
+    process = subprocess.Popen([sys.executable, "-m", "edge_server.cli", "serve", "--repo", str(repository),
+                                "--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]],
+                               cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        line = ""
+        while "ready:" not in line and time.monotonic() < deadline:
+            line = process.stderr.readline()
+        assert "ready:" in line
+        done = subprocess.run([sys.executable, "-m", "edge_server.cli", "check", f"http://127.0.0.1:{ports[0]}",
+                               "--tables", str(repository / "stac_decode" / "1" / "tables.json")],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "one keyframe" in done.stdout, done.stderr
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+        assert "stopped" in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
