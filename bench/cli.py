@@ -79,7 +79,7 @@ def head(model_name, onnx_dir, sizes, runs, threads, provider, tables_path) -> N
     """Milliseconds of the STAC head vs the SEGMENT graph, same model, same frame (bikes clip), same run."""
     import tempfile
 
-    from stac.inference import HeadSession, SegmentSession
+    from stac.inference import HeadSession, SegmentSession, model_info
 
     providers = ["CUDAExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,7 +89,7 @@ def head(model_name, onnx_dir, sizes, runs, threads, provider, tables_path) -> N
 
             click.echo(f"exporting {model_name} ...", err=True)
             export_model(model_name, folder)
-        info = json.loads((folder / "model.json").read_text())
+        info = model_info(folder)
         tables = TableSet.load(tables_path) if tables_path else TableSet.default()
         frame = next(iter(read_frames(sample_video("bikes"), 1)))
         native_h, native_w = info["native_size"]

@@ -42,8 +42,8 @@ def time_head(head: HeadSession, segment: SegmentSession, frame: np.ndarray, siz
     h, w = size
     image = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
     codec = make_codec("stac", tables)
-    decoded = read_stac(codec.encode(image), tables)
-    pixels = codec.decode(codec.encode(image))
+    data = codec.encode(image)
+    decoded, pixels = read_stac(data, tables), codec.decode(data)
     return HeadTiming(size, _median_ms(lambda: head.run(decoded, tables), runs),
                       _median_ms(lambda: segment.run(pixels), runs), runs)
 

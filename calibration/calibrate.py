@@ -7,8 +7,6 @@ labels divided by the raw frames' mIoU against them.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +19,7 @@ from stac.codec.base import Codec
 from stac.codec.bitstream import read_stac
 from stac.codec.grace import GraceCodec
 from stac.codec.transform import blocks_for, dct_quantize
-from stac.inference import HeadSession, SegmentSession
+from stac.inference import HeadSession, SegmentSession, head_sha256, model_info
 from stac.metrics import confusion_matrix, miou
 from stac.tables import BLOCK, DEFAULT_LEVELS, TableSet
 from stac.video import read_frames, resolve_source
@@ -131,13 +129,6 @@ class Calibration:
                 "grace": asdict(self.grace), "grace_own": asdict(self.grace_own)}
 
 
-def model_identity(onnx_dir: Path) -> dict:
-    """What tables.json records about the model: model.json plus the head graph's sha256."""
-    info = json.loads((onnx_dir / "model.json").read_text())
-    digest = hashlib.sha256((onnx_dir / "stac_head.onnx").read_bytes()).hexdigest()
-    return {"name": info["name"], "sha256": digest, "classes": info["classes"]}
-
-
 def calibrate(onnx_dir: Path, frames: Sequence[np.ndarray], *, min_accuracy: float = 0.99,
               levels: int = DEFAULT_LEVELS, ratio: float = 2 ** 0.25, labels: Sequence[np.ndarray] | None = None,
               progress: Callable[[str], None] = lambda message: None) -> Calibration:
@@ -146,12 +137,12 @@ def calibrate(onnx_dir: Path, frames: Sequence[np.ndarray], *, min_accuracy: flo
     sizes = {f.shape for f in frames}
     if len(sizes) != 1:
         raise CalibrationError(f"calibration frames must share one size, got {sorted(sizes)}")
-    info = json.loads((onnx_dir / "model.json").read_text())
+    info = model_info(onnx_dir)
     h, w = frames[0].shape[:2]
     if h % info["size_multiple"] or w % info["size_multiple"]:
         raise CalibrationError(f"{info['name']} needs frames whose sides are multiples of "
                                f"{info['size_multiple']}, got {w}x{h}")
-    model = model_identity(onnx_dir)
+    model = {"name": info["name"], "sha256": head_sha256(onnx_dir), "classes": info["classes"]}
     head = HeadSession(onnx_dir / "stac_head.onnx")
     segment = SegmentSession(onnx_dir / "segment.onnx")
 

@@ -1,14 +1,13 @@
 """stac-runtime: run the device on a video, an image folder or a camera."""
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 import click
 
-from stac.inference import SegmentSession
+from stac.inference import SegmentSession, head_sha256, model_info
 from stac.tables import TableSet, TableSetError
 
 from .edge import EdgeError, make_edge
@@ -21,7 +20,7 @@ def _check_tables(tables: TableSet, onnx_dir: Path | None) -> None:
     """Tables calibrated for another model would pick meaningless levels: refuse them."""
     if onnx_dir is None or not tables.model.get("sha256"):
         return
-    digest = hashlib.sha256((onnx_dir / "stac_head.onnx").read_bytes()).hexdigest()
+    digest = head_sha256(onnx_dir)
     if digest != tables.model["sha256"]:
         raise click.ClickException(f"tables.json was calibrated for {tables.model.get('name')} "
                                    f"(stac_head sha256 {tables.model['sha256'][:12]}), but {onnx_dir} holds "
@@ -75,7 +74,7 @@ def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, codec, sy
             if onnx_dir is None:
                 raise click.ClickException("--reference model needs --onnx-dir")
             ref = SegmentSession(onnx_dir / "segment.onnx")
-        classes = len(json.loads((onnx_dir / "model.json").read_text())["classes"]) if onnx_dir else 256
+        classes = len(model_info(onnx_dir)["classes"]) if onnx_dir else 256
         label_files = sorted(labels.glob("*.png")) if labels else None
     except (TableSetError, ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None

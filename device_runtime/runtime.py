@@ -28,7 +28,7 @@ from stac.tables import BLOCK, TableSet, region_grid
 from stac.codec.transform import blocks_for
 from stac.video import psnr
 
-from .edge import Edge, EdgeAnswer, EdgeError
+from .edge import Edge, EdgeAnswer
 
 
 @dataclass

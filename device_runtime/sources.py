@@ -6,7 +6,6 @@ A frame that cannot be read comes out as None, so the loop can still emit a mask
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import cv2
 import numpy as np

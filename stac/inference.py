@@ -7,6 +7,7 @@ frames are edge-padded up to one and the mask cropped.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,21 @@ from pathlib import Path
 import numpy as np
 
 from .codec.bitstream import StacFrame
+from .codec.transform import pad_to_multiple
 from .tables import TableSet
+
+
+def model_info(onnx_dir: str | Path) -> dict:
+    """model.json, written beside the exported graphs: name, classes, native_size, size_multiple, ..."""
+    path = Path(onnx_dir) / "model.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (export the model with export/build.py)")
+    return json.loads(path.read_text())
+
+
+def head_sha256(onnx_dir: str | Path) -> str:
+    """Identity of the STAC head graph, as tables.json records it."""
+    return hashlib.sha256((Path(onnx_dir) / "stac_head.onnx").read_bytes()).hexdigest()
 
 
 def session(path: str | Path, threads: int | None = None, providers: list[str] | None = None):
@@ -53,12 +68,11 @@ class SegmentSession:
     def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None):
         path = Path(path)
         self.session = session(path, threads, providers)
-        info = path.with_name("model.json")
-        self.size_multiple = json.loads(info.read_text()).get("size_multiple", 8) if info.is_file() else 8
+        has_info = (path.parent / "model.json").is_file()
+        self.size_multiple = model_info(path.parent).get("size_multiple", 8) if has_info else 8
 
     def run(self, image: np.ndarray) -> np.ndarray:
         """RGB uint8 [H, W, 3] -> class ids uint8 [H, W]."""
         h, w = image.shape[:2]
-        m = self.size_multiple
-        padded = np.pad(image, [(0, -h % m), (0, -w % m), (0, 0)], mode="edge")
-        return self.session.run(None, {"IMAGE": np.ascontiguousarray(padded)})[0][:h, :w]
+        padded = np.ascontiguousarray(pad_to_multiple(image, self.size_multiple))
+        return self.session.run(None, {"IMAGE": padded})[0][:h, :w]

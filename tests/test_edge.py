@@ -35,6 +35,10 @@ def local(exported):
     return LocalEdge(exported("selfie"), TableSet.default())
 
 
+def _url(server, scheme):
+    return f"{scheme}://{server.grpc_url if scheme == 'grpc' else server.http_url}"
+
+
 def _keyframes(frames, tables):
     codec = make_codec("stac", tables)
     rng = np.random.default_rng(3)
@@ -55,7 +59,7 @@ def test_server_is_ready_and_lists_the_models(server):
 
 @pytest.mark.parametrize("scheme", ["grpc", "http"])
 def test_stac_ensemble_equals_the_local_edge(server, local, scheme, carphone_frames, bikes_frames):
-    edge = TritonEdge(f"{scheme}://{server.grpc_url if scheme == 'grpc' else server.http_url}")
+    edge = TritonEdge(_url(server, scheme))
     edge.wait_ready(10)
     for data, size in _keyframes([carphone_frames[0], bikes_frames[2]], TableSet.default()):
         remote, here = edge.segment(data, "stac", size), local.segment(data, "stac", size)
@@ -69,7 +73,7 @@ def test_stac_ensemble_equals_the_local_edge(server, local, scheme, carphone_fra
 
 @pytest.mark.parametrize("scheme", ["grpc", "http"])
 def test_bad_bitstreams_get_error_responses_and_the_server_keeps_serving(server, local, scheme, carphone_frames):
-    edge = TritonEdge(f"{scheme}://{server.grpc_url if scheme == 'grpc' else server.http_url}")
+    edge = TritonEdge(_url(server, scheme))
     (data, size), = _keyframes([carphone_frames[0]], TableSet.default())
     corrupt = bytearray(data)
     corrupt[len(corrupt) // 2:len(corrupt) // 2 + 64] = bytes(64)

@@ -12,7 +12,7 @@ import av
 import numpy as np
 
 from .base import Codec
-from .transform import check_frame
+from .transform import check_frame, pad_to_multiple
 
 
 class H264Codec(Codec):
@@ -51,7 +51,7 @@ class H264Codec(Codec):
             self._open(h, w)
         elif self._size != (h, w):
             raise ValueError(f"frame size changed from {self._size} to {(h, w)} within one stream; reset() first")
-        padded = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        padded = pad_to_multiple(frame, 2)
         vf = av.VideoFrame.from_ndarray(padded, format="rgb24").reformat(format="yuv420p")
         vf.pts = self._pts
         self._pts += 1

@@ -28,14 +28,18 @@ def blocks_for(height: int, width: int) -> tuple[int, int]:
     return -(-height // BLOCK), -(-width // BLOCK)
 
 
-def pad_to_blocks(frame: np.ndarray) -> np.ndarray:
-    """[H, W, ...] -> [8*Hb, 8*Wb, ...] by edge replication (what libjpeg does at the border)."""
+def pad_to_multiple(frame: np.ndarray, multiple: int) -> np.ndarray:
+    """[H, W, ...] -> H and W rounded up to a multiple, by edge replication (what libjpeg does at the border)."""
     h, w = frame.shape[:2]
-    hb, wb = blocks_for(h, w)
-    if (hb * BLOCK, wb * BLOCK) == (h, w):
+    if h % multiple == 0 and w % multiple == 0:
         return frame
-    pad = [(0, hb * BLOCK - h), (0, wb * BLOCK - w)] + [(0, 0)] * (frame.ndim - 2)
+    pad = [(0, -h % multiple), (0, -w % multiple)] + [(0, 0)] * (frame.ndim - 2)
     return np.pad(frame, pad, mode="edge")
+
+
+def pad_to_blocks(frame: np.ndarray) -> np.ndarray:
+    """[H, W, ...] -> [8*Hb, 8*Wb, ...]."""
+    return pad_to_multiple(frame, BLOCK)
 
 
 def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ import triton_python_backend_utils as pb_utils  # provided by the python backend
 
 from ..codec.bitstream import read_stac
 from ..codec.jpeg import decode_jpeg
+from ..codec.transform import pad_to_multiple
 from ..inference import session
 from ..tables import TableSet
 
@@ -79,8 +80,7 @@ class JpegDecode:
         h, w = image.shape[:2]
         if h * w > self.max_pixels:
             raise ValueError(f"image {w}x{h} is larger than this edge accepts ({self.max_pixels} pixels)")
-        m = self.multiple
-        return {"IMAGE": np.pad(image, [(0, -h % m), (0, -w % m), (0, 0)], mode="edge")}
+        return {"IMAGE": pad_to_multiple(image, self.multiple)}
 
     def execute(self, requests):
         return _serve(requests, self._handle)
@@ -92,8 +92,7 @@ class OnnxModel:
 
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        threads = int(config.get("parameters", {}).get("intra_op_threads", {}).get("string_value", "0"))
-        self.session = session(_model_dir(args) / "model.onnx", threads or None)
+        self.session = session(_model_dir(args) / "model.onnx")
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
 

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from ..codec.bitstream import DEFAULT_MAX_PIXELS
+from ..inference import model_info
 from ..tables import TableSet
 
 BACKENDS = ("python", "onnxruntime")
@@ -83,7 +84,7 @@ def write_repository(repo: str | Path, onnx_dir: str | Path, tables: TableSet, b
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     repo, onnx_dir = Path(repo), Path(onnx_dir)
-    info = json.loads((onnx_dir / "model.json").read_text())
+    info = model_info(onnx_dir)
     for stale in ("stac_decode", "stac_head", "stac", "segment", "jpeg_decode", "jpeg_segment"):
         shutil.rmtree(repo / stale, ignore_errors=True)
     limits = {"max_pixels": str(max_pixels)}

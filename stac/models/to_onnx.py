@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..tables import BLOCK, DEFAULT_REGION_BLOCKS
+from ..codec.transform import blocks_for, pad_to_multiple
+from ..tables import DEFAULT_REGION_BLOCKS, region_grid
 from .base import SegModel, build_model
 from .head import AutogradDecoded, Decoded, Segment, StacHead
 
@@ -81,7 +82,7 @@ class TracedGradient(torch.nn.Module):
 def _example_coeffs(height: int, width: int) -> torch.Tensor:
     """A deterministic, image-like coefficient tensor (mid-grey DC plus a little texture)."""
     g = torch.Generator().manual_seed(0)
-    hb, wb = -(-height // BLOCK), -(-width // BLOCK)
+    hb, wb = blocks_for(height, width)
     coeffs = torch.randn(3, hb, wb, 64, generator=g) * 4
     coeffs[..., 0] += 40
     return coeffs
@@ -92,7 +93,7 @@ def export_stac_head(model: SegModel, path: str | Path, *, region_blocks: int = 
     """Write the STAC head ONNX for ``model``; inputs HEAD_INPUTS, outputs HEAD_OUTPUTS, dynamic Hb/Wb."""
     example = _example_coeffs(*example_size)
     head = StacHead(TracedGradient(Decoded(model), example), model, region_blocks).eval()
-    rh, rw = -(-example.shape[1] // region_blocks), -(-example.shape[2] // region_blocks)
+    rh, rw = region_grid(example.shape[1], example.shape[2], region_blocks)
     args = (example.round().to(torch.int16), torch.zeros(rh, rw, dtype=torch.uint8),
             torch.ones(16, 3, 64), torch.tensor([1.0]))
     hb, wb = torch.export.Dim("hb", min=2, max=1024), torch.export.Dim("wb", min=2, max=1024)
@@ -153,10 +154,8 @@ def validate(model_name: str, onnx_dir: str | Path, weights: str | Path | None =
     from ..codec import make_codec
     from ..codec.bitstream import read_stac
     from ..inference import HeadSession, SegmentSession
-    from ..tables import TableSet, region_grid
-    from ..codec.transform import blocks_for
+    from ..tables import TableSet
     from ..video import read_frames, sample_video
-    from .head import AutogradDecoded
 
     onnx_dir = Path(onnx_dir)
     model = build_model(model_name, weights)
@@ -174,8 +173,7 @@ def validate(model_name: str, onnx_dir: str | Path, weights: str | Path | None =
     head_agree = float(np.mean(got.mask == mask.numpy()[:h, :w]))
     grad_err = float(np.linalg.norm(got.grad - grad.numpy()) / max(np.linalg.norm(grad.numpy()), 1e-30))
     with torch.no_grad():
-        seg = Segment(model)(torch.from_numpy(np.pad(frame, [(0, -h % model.size_multiple),
-                                                            (0, -w % model.size_multiple), (0, 0)], mode="edge")))
+        seg = Segment(model)(torch.from_numpy(pad_to_multiple(frame, model.size_multiple)))
     seg_agree = float(np.mean(SegmentSession(onnx_dir / "segment.onnx").run(frame) == seg.numpy()[:h, :w]))
     # 1e-2: random ReLU networks (models built without weights) are that ill-conditioned in float32
     if head_agree < 0.999 or seg_agree < 0.999 or grad_err > 1e-2:
