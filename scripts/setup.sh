@@ -22,4 +22,10 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]"
+# the evaluation clips from Debian's opencv-doc (stac.video.DEBIAN_SAMPLES): apt-get needs current lists
+fetch='from stac.video import fetch_debian_samples as f; f()'
+if ! .venv/bin/python -c "$fetch" 2>/dev/null; then
+    [ "$(id -u)" -eq 0 ] && apt-get update -qq
+    .venv/bin/python -c "$fetch"
+fi
 echo "STAC installed in .venv"

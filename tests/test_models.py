@@ -81,7 +81,7 @@ def test_selfie_fetch_replaces_a_corrupted_file(tmp_path, monkeypatch):
     name, digest, _ = selfie.FILES["landscape"]
     (folder / name).write_bytes(b"not a model")
     assert selfie.fetch() == folder
-    assert selfie._sha256((folder / name).read_bytes()) == digest
+    assert selfie.sha256((folder / name).read_bytes()) == digest
     assert "Apache License" in (folder / "NOTICE").read_text()
 
 

@@ -8,15 +8,14 @@ its squeeze-excite pooling is global).
 """
 from __future__ import annotations
 
-import hashlib
 import io
-import os
 import tarfile
 import urllib.request
 from pathlib import Path
 
 import torch
 
+from ..cache import cache_dir, sha256, verified, write_atomic
 from .base import SegModel
 from .resize import resize
 from .tflite import TfliteNet
@@ -40,36 +39,24 @@ CONDITIONS OF ANY KIND. Model card: https://mediapipe.page.link/selfiesegmentati
 """
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("STAC_CACHE", Path.home() / ".cache" / "stac"))
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def fetch(directory: Path | None = None, timeout: float = 60.0) -> Path:
     """Download and verify the package once; returns the folder holding both .tflite files and NOTICE."""
     folder = (directory or cache_dir()) / f"mediapipe-selfie-{VERSION}"
-    if all((folder / name).is_file() and _sha256((folder / name).read_bytes()) == digest
-           for name, digest, _ in FILES.values()):
+    if all(verified(folder / name, digest) for name, digest, _ in FILES.values()):
         return folder
     try:
         with urllib.request.urlopen(URL, timeout=timeout) as response:
             tarball = response.read()
     except OSError as exc:
         raise RuntimeError(f"cannot download {URL} ({exc}); put the two .tflite files in {folder} by hand") from exc
-    if _sha256(tarball) != TARBALL_SHA256:
-        raise RuntimeError(f"{URL}: sha256 {_sha256(tarball)} is not the pinned {TARBALL_SHA256}")
-    folder.mkdir(parents=True, exist_ok=True)
+    if sha256(tarball) != TARBALL_SHA256:
+        raise RuntimeError(f"{URL}: sha256 {sha256(tarball)} is not the pinned {TARBALL_SHA256}")
     with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:gz") as tar:
         for name, digest, _ in FILES.values():
             data = tar.extractfile(f"package/{name}").read()
-            if _sha256(data) != digest:
-                raise RuntimeError(f"{name} in {URL}: sha256 {_sha256(data)} is not the pinned {digest}")
-            tmp = folder / f".{name}.part"
-            tmp.write_bytes(data)
-            tmp.replace(folder / name)
+            if sha256(data) != digest:
+                raise RuntimeError(f"{name} in {URL}: sha256 {sha256(data)} is not the pinned {digest}")
+            write_atomic(folder / name, data)
     (folder / "NOTICE").write_text(NOTICE)
     return folder
 
