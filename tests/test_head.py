@@ -172,14 +172,18 @@ def test_segment_graph_equals_torch_model(exported, selfie_model, carphone_frame
     assert 0.2 < np.mean(session.run(carphone_frames[0]) == 1) < 0.6  # the person, found
 
 
-def test_drn_head_exports_and_agrees_with_torch(tmp_path, bikes_frames, default_tables):
-    """DRN-D-22 with random weights (no checkpoint ships). A random ReLU network is badly conditioned:
-    torch's own float32 gradient differs from float64 by up to 4e-3 here (flipped ReLUs), so GRAD is
-    held to 1e-2; the 1e-4 gradient proof is on the real selfie model and the tiny one above."""
+@pytest.mark.parametrize("name", ["drn_d_22", "bisenet_v1"])
+def test_cityscapes_model_head_exports_and_agrees_with_torch(name, tmp_path, bikes_frames, default_tables):
+    """DRN-D-22 and BiSeNet V1 with random weights (no checkpoint ships). A random ReLU network is badly
+    conditioned: torch's own float32 gradient differs from float64 by up to 4e-3 here (flipped ReLUs), so
+    GRAD is held to 1e-2; the 1e-4 gradient proof is on the real selfie model and the tiny one above.
+    136x200 is not a multiple of 32: BiSeNet pads inside."""
     from stac.models.to_onnx import export_model
 
-    model = build_model("drn_d_22")
-    export_model("drn_d_22", tmp_path)
+    model = build_model(name)
+    export_model(name, tmp_path)
+    proto = onnx.load(tmp_path / "stac_head.onnx")
+    assert not {n.op_type for n in proto.graph.node if n.op_type.startswith("Scatter")}
     session = HeadSession(tmp_path / "stac_head.onnx", threads=2)
     image = _resized(bikes_frames[0], 136, 200)
     frame = _stac_frame(image, default_tables)

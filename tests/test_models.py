@@ -153,3 +153,39 @@ def test_drn_strict_loading(tmp_path):
         build_model("drn_d_22", weights=tmp_path / "junk.pth")
     with pytest.raises(WeightsError, match="does not exist"):
         build_model("drn_d_22", weights=tmp_path / "absent.pth")
+
+
+def test_bisenet_has_coincheungs_layout_and_pooling_is_exact():
+    from stac.models.bisenet import max_pool_3x3_s2, upsample2
+
+    x = torch.randn(2, 5, 16, 24)
+    assert torch.equal(max_pool_3x3_s2(x), F.max_pool2d(x, 3, 2, padding=1))
+    assert torch.equal(upsample2(x), F.interpolate(x, scale_factor=2, mode="nearest"))
+    model = build_model("bisenet_v1")
+    keys = set(model.state_dict())
+    assert {"cp.resnet.conv1.weight", "cp.resnet.layer2.0.downsample.1.running_var", "cp.arm16.conv_atten.weight",
+            "cp.arm32.bn_atten.bias", "cp.conv_avg.conv.weight", "sp.conv_out.bn.weight", "ffm.convblk.conv.weight",
+            "ffm.conv.weight", "ffm.bn.running_mean", "conv_out.conv_out.bias"} <= keys
+    assert all(k.split(".")[0] in {"cp", "sp", "ffm", "conv_out"} for k in keys)
+    assert sum(p.numel() for p in model.cp.resnet.parameters()) == 11_176_512  # ResNet-18 without its classifier
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 136, 200) * 255).shape == (1, 19, 136, 200)  # padded to 32 inside
+    assert build_model("bisenet_v1_camvid").num_classes == 11
+
+
+def test_bisenet_strict_loading_drops_only_the_auxiliary_heads(tmp_path):
+    source = build_model("bisenet_v1_camvid", seed=3)
+    state = dict(source.state_dict())
+    for aux in ("conv_out16", "conv_out32"):  # what a CoinCheung/BiSeNet training checkpoint also holds
+        state[f"{aux}.conv.conv.weight"] = torch.zeros(64, 128, 3, 3)
+        state[f"{aux}.conv_out.weight"] = torch.zeros(11, 64, 1, 1)
+    torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "train.pth")
+    model = build_model("bisenet_v1_camvid", weights=tmp_path / "train.pth")
+    torch.testing.assert_close(model.conv_out.conv_out.bias, source.conv_out.conv_out.bias)
+    state["conv_out17.conv_out.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "extra.pth")
+    with pytest.raises(WeightsError, match=r"unexpected conv_out17\.conv_out\.weight"):
+        build_model("bisenet_v1_camvid", weights=tmp_path / "extra.pth")
+    with pytest.raises(WeightsError, match=r"conv_out\.conv_out\.weight: checkpoint \(11, 256, 1, 1\) vs model "
+                                           r"\(19, 256, 1, 1\)"):
+        build_model("bisenet_v1", weights=tmp_path / "train.pth")

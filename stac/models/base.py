@@ -25,6 +25,7 @@ class SegModel(torch.nn.Module):
     classes: ClassVar[tuple[str, ...]]
     size_multiple: ClassVar[int] = 1
     full_resolution: ClassVar[bool] = False  # logits come out at the input's size (no upsampling for masks)
+    dropped_prefixes: ClassVar[tuple[str, ...]] = ()  # checkpoint keys of training-only parts, ignored
     native_size: tuple[int, int]  # (H, W) the model is meant to see; benchmarks run it there too
 
     def __init_subclass__(cls, **kwargs):
@@ -55,6 +56,7 @@ class SegModel(torch.nn.Module):
         if not isinstance(state, dict):
             raise WeightsError(f"{self.name}: {path} holds a {type(state).__name__}, not a state_dict")
         state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DataParallel
+        state = {k: v for k, v in state.items() if not k.startswith(self.dropped_prefixes)}
         own = self.state_dict()
         # BatchNorm's step counter does not affect inference and old checkpoints (torch < 0.4) lack it
         state.update({k: v for k, v in own.items() if k.endswith("num_batches_tracked") and k not in state})
