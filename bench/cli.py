@@ -164,3 +164,87 @@ def edge(url, onnx_dir, tables_path, size, requests, device_counts) -> None:
         local.append(hammer(lambda: LocalEdge(onnx_dir, tables), data, shape, n, requests, "in-process"))
     click.echo(f"keyframe {shape[1]}x{shape[0]}, {len(data)} B, {requests} requests per device")
     click.echo(format_edge(remote, local))
+
+
+@main.command("eval")
+@click.argument("sources", nargs=-1)
+@click.option("--model", "model_name", default="selfie", show_default=True, help="model to export (without --onnx-dir)")
+@click.option("--weights", type=click.Path(dir_okay=False), help="checkpoint for models without shipped weights")
+@click.option("--onnx-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="graphs from `export/build.py --onnx-only` (default: export --model into a temp folder)")
+@click.option("--tables", "tables_path", type=click.Path(dir_okay=False),
+              help="tables.json (default: calibrate now with stac-calibrate's defaults, on the calibration clips)")
+@click.option("--labels", type=click.Path(file_okay=False), help="class-id PNGs in frame order, for one SOURCE")
+@click.option("--frames", type=int, default=30, show_default=True,
+              help="frames scored per source at the codec level (labelled frames for datasets)")
+@click.option("--step", type=int, default=4, show_default=True,
+              help="codec level: every STEP-th frame; the system level runs every frame of that span")
+@click.option("--levels", "levels_spec", default="codec,system", show_default=True,
+              help="comma-separated: codec, system, ablation (paper Fig. 6-8 and the gate threshold)")
+@click.option("--targets", default="0.95,0.97,0.98", show_default=True, help="mIoU targets of the comparison")
+@click.option("--gate", type=float, default=26.0, show_default=True, help="PSNR gate (dB) of the system level")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("eval_out"),
+              show_default=True, help="results.json, results.csv, figures, report.md")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="also write results here")
+def eval_command(sources, model_name, weights, onnx_dir, tables_path, labels, frames, step, levels_spec, targets,
+                 gate, out, json_path) -> None:
+    """Rate vs accuracy of STAC, GRACE, JPEG and H.264 on SOURCEs (sample clip names, video files, image
+    folders, Cityscapes or CamVid folders; default: the sample clips not used for calibration)."""
+    import tempfile
+    import time
+
+    from calibration.calibrate import DEFAULT_SOURCES, calibrate_default
+    from calibration.search import CalibrationError
+    from device_runtime.edge import LocalEdge
+    from evaluation import report
+    from evaluation.clips import load_source
+    from evaluation.methods import Context
+    from evaluation.run import EVAL_SOURCES, check_levels, evaluate, work
+    from evaluation.scoring import Scorer
+    from stac.inference import check_tables, model_info
+
+    started = time.perf_counter()
+    sources = list(sources or EVAL_SOURCES)
+    levels = [v.strip() for v in levels_spec.split(",") if v.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            goals = sorted(float(t) for t in targets.split(","))
+            if labels and len(sources) != 1:
+                raise ValueError("--labels goes with exactly one SOURCE")
+            check_levels(levels)
+            if frames < 1 or step < 1:
+                raise ValueError("--frames and --step must be at least 1")
+            if onnx_dir is None:
+                from stac.models.to_onnx import export_model  # torch only when exporting here
+
+                click.echo(f"exporting {model_name} ...", err=True)
+                onnx_dir = Path(tmp)
+                export_model(model_name, onnx_dir, weights)
+            if tables_path:
+                tables = TableSet.load(tables_path)
+                check_tables(tables, onnx_dir)
+            else:
+                click.echo("calibrating (stac-calibrate defaults) ...", err=True)
+                tables = calibrate_default(onnx_dir).tables
+                for s in set(sources) & set(DEFAULT_SOURCES):
+                    click.echo(f"warning: {s} is a calibration clip; its numbers flatter STAC", err=True)
+            info = model_info(onnx_dir)
+            loaded = [load_source(s, frames, step, labels) for s in sources]
+            edge = LocalEdge(onnx_dir, tables)
+        except (ValueError, FileNotFoundError, CalibrationError) as e:
+            raise click.ClickException(str(e)) from None
+        ctx = Context(edge, tables, gate=gate)
+        scorer = Scorer(edge.segment_session, len(info["classes"]))
+        try:
+            with click.progressbar(length=work(levels, ctx, loaded), label="evaluating", file=sys.stderr) as bar:
+                evaluation = evaluate(ctx, scorer, loaded, model=info["name"], levels=levels, step=step,
+                                      targets=goals, graph_region_blocks=info.get("region_blocks"),
+                                      tick=lambda: bar.update(1))
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
+    command = "stac-bench eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else "stac-bench eval"
+    written = report.write(evaluation, goals, out, command)
+    if json_path:
+        json_path.write_text((out / "results.json").read_text())
+    click.echo(report.headline(evaluation, evaluation.main_source))
+    click.echo(f"wrote {len(written)} files to {out} (report.md) in {time.perf_counter() - started:.0f} s")

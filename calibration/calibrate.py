@@ -27,6 +27,10 @@ from stac.video import read_frames, resolve_source
 from .search import CalibrationError, SearchStep, search_bound
 
 MIN_FRAMES = 4
+# Calibration clips are never evaluation clips (stac-bench eval's defaults are carphone, megamind, vtest).
+DEFAULT_SOURCES = ("bikes", "bigbuckbunny")
+DEFAULT_SIZE = (176, 144)  # (width, height)
+DEFAULT_MIN_ACCURACY = 0.98
 
 
 def fit(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -184,3 +188,9 @@ def calibrate(onnx_dir: Path, frames: Sequence[np.ndarray], *, min_accuracy: flo
     return Calibration(tables, search, stats, grace, grace_own, {"frames": len(frames), "size": [h, w],
                                                       "min_accuracy": min_accuracy, "model": info["name"],
                                                       "labels": labels is not None})
+
+
+def calibrate_default(onnx_dir: str | Path, size: tuple[int, int] = DEFAULT_SIZE, **kwargs) -> "Calibration":
+    """stac-calibrate's defaults: 25 frames 5 apart from each default source, accuracy >= 0.98."""
+    frames = load_frames(list(DEFAULT_SOURCES), size, 25, 5)
+    return calibrate(onnx_dir, frames, min_accuracy=DEFAULT_MIN_ACCURACY, **kwargs)

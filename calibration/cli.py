@@ -12,12 +12,9 @@ import cv2
 from stac.tables import DEFAULT_LEVELS
 from stac.video import parse_size
 
-from .calibrate import calibrate, load_frames, load_labels
+from .calibrate import DEFAULT_MIN_ACCURACY, DEFAULT_SOURCES, calibrate, load_frames, load_labels
 from .report import plot, summary
 from .search import CalibrationError
-
-# Calibration clips are never evaluation clips: the demo and the runtime tests evaluate on carphone.
-DEFAULT_SOURCES = ("bikes", "bigbuckbunny")
 
 
 @click.command()
@@ -33,7 +30,7 @@ DEFAULT_SOURCES = ("bikes", "bigbuckbunny")
 @click.option("--size", default="176x144", show_default=True,
               help="WIDTHxHEIGHT the frames are fitted to (the resolution the system will run at)")
 # 0.98: on the default clips the selfie model's masks already move by ~1.3% mIoU with every step at 1
-@click.option("--min-accuracy", type=float, default=0.98, show_default=True,
+@click.option("--min-accuracy", type=float, default=DEFAULT_MIN_ACCURACY, show_default=True,
               help="fraction of the raw frames' accuracy the uniform tables at B must keep")
 @click.option("--levels", type=int, default=DEFAULT_LEVELS, show_default=True)
 @click.option("--ratio", type=float, default=2 ** 0.25, show_default=True, help="B_{l+1} / B_l")

@@ -7,24 +7,13 @@ from pathlib import Path
 
 import click
 
-from stac.inference import SegmentSession, head_sha256, model_info
+from stac.inference import SegmentSession, check_tables, model_info
 from stac.tables import TableSet, TableSetError
 
 from .edge import EdgeError, make_edge
 from .run import run
 from .runtime import RuntimeConfig
 from .sources import Source
-
-
-def _check_tables(tables: TableSet, onnx_dir: Path | None) -> None:
-    """Tables calibrated for another model would pick meaningless levels: refuse them."""
-    if onnx_dir is None or not tables.model.get("sha256"):
-        return
-    digest = head_sha256(onnx_dir)
-    if digest != tables.model["sha256"]:
-        raise click.ClickException(f"tables.json was calibrated for {tables.model.get('name')} "
-                                   f"(stac_head sha256 {tables.model['sha256'][:12]}), but {onnx_dir} holds "
-                                   f"a different head ({digest[:12]}); recalibrate or pass the matching --onnx-dir")
 
 
 @click.group()
@@ -64,7 +53,8 @@ def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, codec, sy
     """Segment every frame of SOURCE (video file, image folder, camera index or sample clip name)."""
     try:
         tables = TableSet.load(tables_path) if tables_path else TableSet.default()
-        _check_tables(tables, onnx_dir)
+        if onnx_dir is not None:
+            check_tables(tables, onnx_dir)
         src = Source(source, max_frames, fps)
         config = RuntimeConfig(psnr=psnr, every=every, sync=sync, codec=codec, flow_width=flow_width,
                                preset=preset, timeout=timeout)

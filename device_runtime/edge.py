@@ -7,6 +7,7 @@ H', W' >= H, W). Both crop MASK to the frame, so the runtime never sees the diff
 """
 from __future__ import annotations
 
+import copy
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -48,6 +49,12 @@ class LocalEdge(Edge):
         self.tables = tables
         self.head = HeadSession(onnx_dir / "stac_head.onnx")
         self.segment_session = SegmentSession(onnx_dir / "segment.onnx")
+
+    def with_tables(self, tables: TableSet) -> "LocalEdge":
+        """The same sessions serving another table set (evaluation sweeps bounds without reloading graphs)."""
+        other = copy.copy(self)
+        other.tables = tables
+        return other
 
     def segment(self, data: bytes, kind: str, size: tuple[int, int]) -> EdgeAnswer:
         try:

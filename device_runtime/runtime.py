@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from stac.codec import StacCodec, make_codec
-from stac.flow import Flow, compose, identity_map, warp, warp_levels
+from stac.flow import Flow, compose, identity_map, processing_size, warp, warp_levels
 from stac.tables import BLOCK, TableSet, region_grid
 from stac.codec.transform import blocks_for
 from stac.video import psnr
@@ -98,8 +98,7 @@ class Runtime:
     def __init__(self, edge: Edge, tables: TableSet, frame_size: tuple[int, int], config: RuntimeConfig):
         self.edge, self.tables, self.config = edge, tables, config
         self.height, self.width = frame_size
-        scale = min(1.0, config.flow_width / self.width)
-        self.proc_size = (max(8, round(self.width * scale)), max(8, round(self.height * scale)))  # (w, h)
+        self.proc_size = processing_size(self.width, self.height, config.flow_width)  # (w, h)
         self.grid = identity_map(self.proc_size[1], self.proc_size[0])
         self.flow = Flow(config.preset)
         self.codec = make_codec(config.codec, tables)

@@ -14,8 +14,7 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
-from calibration.calibrate import calibrate, load_frames  # noqa: E402
-from calibration.cli import DEFAULT_SOURCES  # noqa: E402
+from calibration.calibrate import calibrate_default  # noqa: E402
 from calibration.search import CalibrationError  # noqa: E402
 from stac.edge.repository import BACKENDS, write_repository  # noqa: E402
 from stac.models import MODELS, WeightsError  # noqa: E402
@@ -50,8 +49,7 @@ def main(model_name, weights, backend, tables_path, size, cpu, onnx_only, out) -
             tables = TableSet.load(tables_path)
         else:
             click.echo("calibrating (stac-calibrate defaults) ...")
-            frames = load_frames(list(DEFAULT_SOURCES), parse_size(size), 25, 5)
-            result = calibrate(onnx_dir, frames, min_accuracy=0.98)
+            result = calibrate_default(onnx_dir, parse_size(size))
             tables = result.tables
             out.mkdir(parents=True, exist_ok=True)
             result.tables.save(out / "tables.json")

@@ -15,6 +15,12 @@ PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPT
            "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
 
 
+def processing_size(width: int, height: int, flow_width: int) -> tuple[int, int]:
+    """(w, h) flow and propagation run at: the frame scaled down to ``flow_width`` (never up), at least 8x8."""
+    scale = min(1.0, flow_width / width)
+    return max(8, round(width * scale)), max(8, round(height * scale))
+
+
 class Flow:
     """DIS flow between consecutive grey frames at the processing size: flow(current, previous) gives, for
     each current pixel, the offset to where it was in the previous frame, [h, w, 2]."""

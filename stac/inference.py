@@ -32,6 +32,17 @@ def head_sha256(onnx_dir: str | Path) -> str:
     return hashlib.sha256((Path(onnx_dir) / "stac_head.onnx").read_bytes()).hexdigest()
 
 
+def check_tables(tables: TableSet, onnx_dir: str | Path) -> None:
+    """Tables calibrated for another model would pick meaningless levels: ValueError for a mismatch."""
+    if not tables.model.get("sha256"):
+        return  # the built-in set belongs to no model
+    digest = head_sha256(onnx_dir)
+    if digest != tables.model["sha256"]:
+        raise ValueError(f"tables.json was calibrated for {tables.model.get('name')} (stac_head sha256 "
+                         f"{tables.model['sha256'][:12]}), but {onnx_dir} holds a different head ({digest[:12]}); "
+                         f"recalibrate or pass the matching --onnx-dir")
+
+
 def session(path: str | Path, threads: int | None = None, providers: list[str] | None = None):
     import onnxruntime as ort
 

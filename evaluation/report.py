@@ -1,0 +1,244 @@
+"""What `stac-bench eval --out DIR` writes: results.json, results.csv, one PNG per figure, report.md."""
+from __future__ import annotations
+
+import csv
+import math
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from .frontier import pareto, rate_at
+from .run import Evaluation
+
+POINT_COLUMNS = ["level", "method", "setting", "source", "bytes", "frames", "bytes_per_frame", "kbps",
+                 "offloaded_fps", "miou", "fg_iou"]
+STYLE = {"stac": ("C3", "o"), "stac-oracle": ("C1", "^"), "stac-uniform": ("C5", "v"), "grace": ("C0", "s"),
+         "jpeg": ("C2", "D"), "h264": ("C7", "x")}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def curves(points: Sequence[dict], level: str, source: str) -> dict[str, list[tuple[float, float]]]:
+    """method -> [(kbps, miou)] of one level and source."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for p in points:
+        if p["level"] == level and p["source"] == source:
+            out.setdefault(p["method"], []).append((p["kbps"], p["miou"]))
+    return out
+
+
+def plot_rate_accuracy(groups: dict[str, list[tuple[float, float]]], title: str, targets: Sequence[float],
+                       path: Path) -> None:
+    """Rate (log) vs mIoU: every setting faint, each method's Pareto frontier as a line."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, pts in groups.items():
+        colour, marker = STYLE.get(method, ("k", "."))
+        ax.scatter(*zip(*pts), color=colour, marker=marker, alpha=0.25, s=14)
+        front = pareto(pts)
+        ax.plot(*zip(*front), color=colour, marker=marker, label=method, lw=1.5, ms=4)
+    for t in targets:
+        ax.axhline(t, color="0.7", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_ylim(min(targets) - 0.08, 1.0)
+    ax.set_xlabel("Kbps")
+    ax.set_ylabel("mIoU")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_bars(groups: dict[str, list[tuple[float, float]]], target: float, title: str, path: Path) -> None:
+    """Table I as bars: the Kbps each method needs at one accuracy target (unreached methods marked)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    names = list(groups)
+    rates = [rate_at(groups[m], target) for m in names]
+    heights = [r.rate or 0 for r in rates]
+    ax.bar(names, heights, color=[STYLE.get(m, ("k", "."))[0] for m in names])
+    for i, r in enumerate(rates):
+        ax.text(i, heights[i], f"{r.rate:.0f}" if r.rate else r.status, ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel(f"Kbps at mIoU {target:g}")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_xy(series: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str, title: str, path: Path) -> None:
+    """Ablation plots: one line per series."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, pts in series.items():
+        if pts:
+            ax.plot(*zip(*sorted(pts)), marker="o", ms=3, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_ablations(ablations: dict, targets: Sequence[float], out: Path) -> list[tuple[str, Path]]:
+    """Fig. 6 (levels), Fig. 7 (regions), Fig. 8 (propagation), the gate threshold: (title, file) each."""
+    figures = []
+    for key, variant, title in (("levels", "levels_L", "Fig. 6: number of table levels L"),
+                                ("regions", "region_blocks", "Fig. 7: region size (blocks)")):
+        if ablations.get(key):
+            groups: dict[str, list[tuple[float, float]]] = {}
+            for p in ablations[key]:
+                groups.setdefault(p["method"], []).append((p["kbps"], p["miou"]))
+            figures.append((title, out / f"ablation_{key}.png"))
+            plot_rate_accuracy(groups, title + ", codec level, closed-loop STAC", targets, figures[-1][1])
+    if ablations.get("propagation"):
+        pts = ablations["propagation"]
+        figures.append(("Fig. 8: propagated masks vs PSNR", out / "ablation_propagation.png"))
+        plot_xy({"miou": [(p["psnr_db"], p["miou"]) for p in pts]}, "PSNR of the propagated frame (dB)",
+                "mIoU of the propagated mask", figures[-1][0], figures[-1][1])
+    if ablations.get("threshold"):
+        pts = ablations["threshold"]
+        figures.append(("PSNR gate threshold: rate", out / "ablation_threshold_rate.png"))
+        plot_xy({"stac": [(p["psnr_threshold"], p["kbps"]) for p in pts]}, "PSNR threshold (dB)", "Kbps",
+                figures[-1][0], figures[-1][1])
+        figures.append(("PSNR gate threshold: accuracy", out / "ablation_threshold_miou.png"))
+        plot_xy({"stac": [(p["psnr_threshold"], p["miou"]) for p in pts]}, "PSNR threshold (dB)", "mIoU",
+                figures[-1][0], figures[-1][1])
+    return figures
+
+
+def _rate(value: float | None, status: str) -> str:
+    return f"{value:.1f}" if value is not None else status
+
+
+def headline(evaluation: Evaluation, source: str) -> str:
+    """Markdown: per level, the Kbps each method needs at each target and STAC's saving against it."""
+    lines = []
+    for level in ("system", "codec"):
+        rows = [s for s in evaluation.savings if s["level"] == level and s["source"] == source]
+        if not rows:
+            continue
+        targets = sorted({s["target"] for s in rows})
+        lines += [f"**{level} level** ({source}): Kbps needed at equal mIoU; saving = 1 - stac / method", "",
+                  "| method | " + " | ".join(f"mIoU {t:g}" for t in targets) + " |",
+                  "| --- |" + " --- |" * len(targets)]
+        stac = {s["target"]: (s["rate_stac"], s["status_stac"]) for s in rows}
+        lines.append("| **stac** | " + " | ".join(_rate(*stac[t]) for t in targets) + " |")
+        for method in dict.fromkeys(s["method"] for s in rows):
+            cells = []
+            for t in targets:
+                s = next(r for r in rows if r["method"] == method and r["target"] == t)
+                saving = "" if s["saving"] is None else f" ({s['saving']:+.1%})"
+                cells.append(_rate(s["rate_other"], s["status_other"]) + saving)
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def table1(evaluation: Evaluation, target: float, source: str) -> str:
+    """Markdown, paper Table I style: each method's cheapest system-level setting reaching ``target``, or the
+    highest accuracy every method reaches when that is lower (methods compared at one accuracy)."""
+    points = [p for p in evaluation.points if p["level"] == "system" and p["source"] == source]
+    if not points:
+        return ""
+    best = {}
+    for p in points:
+        best[p["method"]] = max(best.get(p["method"], 0.0), p["miou"])
+    target = min(target, math.floor(min(best.values()) * 1000) / 1000)
+    rows = [f"**Table I** ({source}): each method's cheapest measured system-level setting with mIoU >= {target:g}",
+            "", "| method | setting | Kbps | mIoU | fg IoU | offloaded fps |", "| --- | --- | --- | --- | --- | --- |"]
+    for method in dict.fromkeys(p["method"] for p in points):
+        reached = [p for p in points if p["method"] == method and p["miou"] >= target]
+        if not reached:
+            rows.append(f"| {method} | unreached | | | | |")
+            continue
+        p = min(reached, key=lambda p: p["kbps"])
+        fg = f"{p['fg_iou']:.4f}" if "fg_iou" in p else ""
+        rows.append(f"| {method} | {p['setting']} | {p['kbps']:.1f} | {p['miou']:.4f} | {fg} | "
+                    f"{p['offloaded_fps']:.2f} |")
+    return "\n".join(rows) + "\n"
+
+
+def ablation_tables(ablations: dict, targets: Sequence[float]) -> str:
+    """Markdown summaries of the ablations beside their figures."""
+    lines = []
+    for key, title in (("levels", "Fig. 6, table levels"), ("regions", "Fig. 7, region size")):
+        if ablations.get(key):
+            groups: dict[str, list[tuple[float, float]]] = {}
+            for p in ablations[key]:
+                groups.setdefault(p["method"], []).append((p["kbps"], p["miou"]))
+            lines += [f"**{title}** (closed-loop STAC, codec level): Kbps at mIoU", "",
+                      "| variant | " + " | ".join(f"{t:g}" for t in targets) + " |",
+                      "| --- |" + " --- |" * len(targets)]
+            for name, pts in groups.items():
+                lines.append(f"| {name} | " + " | ".join(_rate(r.rate, r.status) for r in
+                                                        (rate_at(pts, t) for t in targets)) + " |")
+            lines.append("")
+    if ablations.get("threshold"):
+        lines += ["**PSNR gate** (STAC at the calibrated bound)", "", "| threshold dB | Kbps | mIoU | offloaded fps |",
+                  "| --- | --- | --- | --- |"]
+        lines += [f"| {p['psnr_threshold']} | {p['kbps']:.1f} | {p['miou']:.4f} | {p['offloaded_fps']:.2f} |"
+                  for p in ablations["threshold"]]
+        lines.append("")
+    if ablations.get("propagation"):
+        lines += ["**Fig. 8**: masks carried from raw keyframes, by PSNR of the carried frame", "",
+                  "| PSNR dB | frames | mIoU |", "| --- | --- | --- |"]
+        lines += [f"| {p['psnr_db'] - 0.5:g}-{p['psnr_db'] + 0.5:g} | {p['frames']} | {p['miou']:.4f} |"
+                  for p in ablations["propagation"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write(evaluation: Evaluation, targets: Sequence[float], out: Path, command: str) -> list[Path]:
+    """Everything into ``out``; returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "results.json", out / "results.csv"]
+    (out / "results.json").write_text(json.dumps(evaluation.to_json(), indent=1))
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, POINT_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(evaluation.points)
+    sources = list(dict.fromkeys(p["source"] for p in evaluation.points))
+    main_source = evaluation.main_source
+    figures = []
+    for level in ("system", "codec"):
+        for source in sources:
+            groups = curves(evaluation.points, level, source)
+            if groups:
+                path = out / f"{level}_{source.replace('/', '_')}.png"
+                plot_rate_accuracy(groups, f"{level} level, {source}", targets, path)
+                figures.append((f"{level} level, {source}", path))
+        groups = curves(evaluation.points, level, main_source)
+        if groups:
+            target = targets[len(targets) // 2]
+            path = out / f"table1_{level}.png"
+            plot_bars(groups, target, f"{level} level, {main_source}: Kbps at mIoU {target:g}", path)
+            figures.append((f"Kbps at mIoU {target:g}, {level} level", path))
+    figures += plot_ablations(evaluation.ablations, targets, out)
+    timing = "\n".join(f"| {t['level']} | {t['source']} | {t['seconds']:.0f} |" for t in evaluation.timing)
+    text = [f"# STAC evaluation: {evaluation.model}", "",
+            f"Made by `{command}`. Sources: {', '.join(evaluation.sources)}. Accuracy: mIoU against "
+            + ("labels." if evaluation.reference == "labels" else "the model's masks on the raw frames."), "",
+            headline(evaluation, main_source), table1(evaluation, targets[len(targets) // 2], main_source),
+            ablation_tables(evaluation.ablations, targets),
+            "Rates come from each method's Pareto frontier (log Kbps, linear in mIoU between settings); "
+            "`unreached`: no setting got there; `below-sweep`: even the cheapest setting was more accurate.", ""]
+    if main_source == "pooled":
+        text += ["## Per source", ""] + [headline(evaluation, s) for s in sources if s != "pooled"]
+    text += [f"## {title}\n\n![{title}]({path.name})\n" for title, path in figures]
+    text += ["## Time", "", "| level | source | seconds |", "| --- | --- | --- |", timing, ""]
+    (out / "report.md").write_text("\n".join(text))
+    return written + [p for _, p in figures] + [out / "report.md"]

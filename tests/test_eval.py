@@ -1,0 +1,230 @@
+"""stac-bench eval: the equal-accuracy comparison, the loaders, byte accounting, and a small real run."""
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bench.cli import main as bench_main
+from device_runtime.edge import LocalEdge
+from evaluation.ablations import AnyRegionEdge
+from evaluation.clips import Clip, load_source
+from evaluation.datasets import CamVid, Cityscapes
+from evaluation.frontier import pareto, rate_at, saving
+from evaluation.methods import Context, Gated, Setting, StacClosedLoop, StacOracle
+from stac.codec import make_codec, read_stac
+from stac.select import next_levels
+from stac.tables import TableSet
+
+
+def test_frontier_drops_dominated_points():
+    points = [(100, 0.90), (150, 0.89), (200, 0.95), (200, 0.93), (400, 0.98), (800, 0.97)]
+    assert pareto(points) == [(100, 0.90), (200, 0.95), (400, 0.98)]
+
+
+def test_rate_is_interpolated_on_a_log_axis_linearly_in_accuracy():
+    points = [(100, 0.90), (400, 0.98)]
+    assert rate_at(points, 0.94).rate == pytest.approx(200.0)  # halfway in accuracy: the geometric mean
+    assert rate_at(points, 0.90).rate == pytest.approx(100.0)
+    assert rate_at(points, 0.98).rate == pytest.approx(400.0)
+    assert rate_at(points + [(300, 0.92)], 0.95).rate == pytest.approx(math.exp(
+        math.log(300) + 0.5 * (math.log(400) - math.log(300))))
+    # a dominated point between them changes nothing
+    assert rate_at(points + [(350, 0.89)], 0.94).rate == pytest.approx(200.0)
+
+
+def test_no_extrapolation_either_way():
+    points = [(100, 0.90), (400, 0.98)]
+    assert rate_at(points, 0.99).rate is None and rate_at(points, 0.99).status == "unreached"
+    assert rate_at(points, 0.85).rate is None and rate_at(points, 0.85).status == "below-sweep"
+    assert rate_at([], 0.9).status == "unreached"
+
+
+def test_saving():
+    assert saving(75.0, 100.0) == pytest.approx(0.25)
+    assert saving(125.0, 100.0) == pytest.approx(-0.25)
+    assert saving(None, 100.0) is None and saving(75.0, None) is None
+
+
+def _png(path, image):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), image)
+
+
+def test_cityscapes_folder(tmp_path, carphone_frames):
+    city = "aachen"
+    for n in range(10, 31):  # one frame after the labelled one, which must not be used
+        frame = cv2.resize(carphone_frames[n % 4], (64, 32))
+        _png(tmp_path / "leftImg8bit_sequence" / "val" / city / f"{city}_000003_{n:06d}_leftImg8bit.png", frame)
+    ids = np.zeros((32, 64), np.uint8)
+    ids[:, 16:32], ids[:, 32:48], ids[:, 48:] = 7, 26, 24  # road, car, person
+    ids[0, 0] = 1  # ego vehicle: ignored
+    _png(tmp_path / "gtFine" / "val" / city / f"{city}_000003_000029_gtFine_labelIds.png", ids)
+    assert Cityscapes.detect(tmp_path) and not CamVid.detect(tmp_path)
+    source = load_source(str(tmp_path), frames=5, step=4)
+    (clip,) = source.clips
+    assert source.labelled and len(clip.frames) == 20  # frames 10..29: the snippet up to its labelled frame
+    assert list(clip.labels) == [19]
+    label = clip.labels[19]
+    assert label[5, 20] == 0 and label[5, 40] == 13 and label[5, 50] == 11 and label[5, 5] == 255
+    assert label[0, 0] == 255
+    assert 19 in clip.sample(4) and clip.scored(clip.sample(4)) == [19]
+
+
+def test_camvid_folder(tmp_path, carphone_frames):
+    names = ["0001TP_008550", "0001TP_008580", "Seq05VD_f00000", "Seq05VD_f00030", "Seq05VD_f00060"]
+    for i, name in enumerate(names):
+        _png(tmp_path / "test" / f"{name}.png", cv2.resize(carphone_frames[i % 4], (48, 32)))
+        label = np.full((32, 48), i % 11, np.uint8)
+        label[:4] = 11  # void
+        _png(tmp_path / "testannot" / f"{name}.png", label)
+    assert CamVid.detect(tmp_path) and not Cityscapes.detect(tmp_path)
+    source = load_source(str(tmp_path), frames=2, step=2)  # 4 frames
+    assert [c.name for c in source.clips] == ["0001TP", "Seq05VD"]
+    assert [len(c.frames) for c in source.clips] == [2, 2]
+    second = source.clips[1]
+    assert set(np.unique(second.labels[1])) == {255, 3}
+
+
+def test_a_labelled_dataset_refuses_extra_labels(tmp_path, carphone_frames):
+    _png(tmp_path / "test" / "a_1.png", carphone_frames[0])
+    _png(tmp_path / "testannot" / "a_1.png", np.zeros((144, 176), np.uint8))
+    with pytest.raises(ValueError, match="labels come with it"):
+        load_source(str(tmp_path), 1, 1, labels=tmp_path / "testannot")
+
+
+class Counting(LocalEdge):
+    """The real local edge, adding up the bytes it receives."""
+
+    received: list
+
+    def segment(self, data, kind, size):
+        self.received.append(len(data))
+        return super().segment(data, kind, size)
+
+
+@pytest.fixture(scope="module")
+def ctx(exported):
+    edge = Counting(exported("selfie"), TableSet.default())
+    edge.received = []
+    return Context(edge, TableSet.default())
+
+
+@pytest.fixture(scope="module")
+def clip(carphone_frames):
+    return Clip("carphone", carphone_frames, 30.0)
+
+
+def test_bytes_counted_are_the_bytes_the_edge_received(ctx, clip):
+    indices = [0, 1, 2, 3]
+    for method in (StacClosedLoop("stac", []), Gated("stac", [])):
+        ctx.edge.received.clear()
+        coded = method.run(ctx, clip, indices, set(indices), Setting("scale=2", "stac", 2.0))
+        assert coded.bytes == sum(ctx.edge.received) == sum(coded.sizes) > 0
+        assert len(coded.sizes) == coded.offloaded and set(coded.masks) == set(indices)
+    # the oracle's probe is not sent by a device: only the final coding counts
+    ctx.edge.received.clear()
+    coded = StacOracle("stac-oracle", []).run(ctx, clip, indices, set(indices), Setting("scale=1", "stac"))
+    assert coded.bytes == sum(ctx.edge.received[1::2])
+
+
+def test_any_region_edge_matches_the_head_at_its_own_region_size(exported, carphone_frames):
+    tables = TableSet.default()
+    edge = LocalEdge(exported("selfie"), tables)
+    data = make_codec("stac", tables).encode(carphone_frames[1])
+    direct = edge.head.run(read_stac(data, tables), tables)
+    via = AnyRegionEdge(edge, tables.region_blocks).segment(data, "stac", carphone_frames[1].shape[:2])
+    np.testing.assert_array_equal(via.mask, direct.mask)
+    np.testing.assert_array_equal(via.next_levels, next_levels(direct.grad, tables.steps, tables.bound,
+                                                               tables.region_blocks))
+    two = TableSet.from_gradients(tables.gradients, tables.bound, tables.num_coeffs, tables.model, region_blocks=2)
+    answer = AnyRegionEdge(edge.with_tables(two), tables.region_blocks).segment(
+        make_codec("stac", two).encode(carphone_frames[1]), "stac", (144, 176))
+    assert answer.next_levels.shape == (9, 11) and answer.mask.shape == (144, 176)
+
+
+def test_eval_end_to_end(exported, tmp_path):
+    tables = tmp_path / "tables.json"
+    TableSet.default().save(tables)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(bench_main, ["eval", "carphone", "--onnx-dir", str(exported("selfie")),
+                                             "--tables", str(tables), "--frames", "3", "--step", "2",
+                                             "--out", str(out), "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "results.json").read_text())
+    assert doc == json.loads((tmp_path / "r.json").read_text())
+    assert doc["model"] == "selfie" and doc["sources"] == ["carphone"] and doc["reference"] == "raw"
+    keys = {"level", "method", "setting", "source", "bytes_per_frame", "kbps", "miou", "offloaded_fps", "fg_iou"}
+    assert doc["points"] and all(keys <= set(p) for p in doc["points"])
+    methods = {(p["level"], p["method"]) for p in doc["points"]}
+    assert methods == {("codec", m) for m in ("jpeg", "grace", "stac-uniform", "stac", "stac-oracle", "h264")} | {
+        ("system", m) for m in ("stac", "grace", "jpeg", "h264")}
+    assert all(0 <= p["miou"] <= 1 and p["bytes_per_frame"] > 0 for p in doc["points"])
+    codec_frames = {p["frames"] for p in doc["points"] if p["level"] == "codec"}
+    system_frames = {p["frames"] for p in doc["points"] if p["level"] == "system"}
+    assert codec_frames == {3} and system_frames == {6}
+    # the JPEG point's bytes are what the codec makes of those frames
+    from stac.video import read_frames, sample_video
+
+    frames = list(read_frames(sample_video("carphone"), 6))
+    spec = "jpeg:q=50,subsampling=444"
+    point = next(p for p in doc["points"] if p["level"] == "codec" and p["setting"] == spec.split(":")[1])
+    assert point["bytes"] == sum(len(make_codec(spec).encode(frames[i])) for i in (0, 2, 4))
+    assert point["kbps"] == pytest.approx(point["bytes"] * 8 / 1e3 / (3 / 30.0), rel=1e-3)
+    assert {s["level"] for s in doc["savings"]} == {"codec", "system"}
+    assert all({"target", "method", "rate_stac", "rate_other", "saving"} <= set(s) for s in doc["savings"])
+    for name in ("results.csv", "report.md", "codec_carphone.png", "system_carphone.png", "table1_system.png"):
+        assert (out / name).stat().st_size > 0
+    assert "codec level" in result.output
+
+
+def test_eval_says_what_is_wrong(exported, tmp_path):
+    runner = CliRunner()
+    tables = tmp_path / "tables.json"
+    TableSet.default().save(tables)
+    bad = runner.invoke(bench_main, ["eval", "no-such-clip.mp4", "--onnx-dir", str(exported("selfie")),
+                                     "--tables", str(tables)])
+    assert bad.exit_code == 1 and "no such video file" in bad.output
+    bad = runner.invoke(bench_main, ["eval", "carphone", "--onnx-dir", str(exported("selfie")), "--tables",
+                                     str(tables), "--levels", "fast"])
+    assert bad.exit_code != 0 and "unknown level" in bad.output
+
+
+def test_savings_also_at_the_accuracy_every_method_reaches():
+    from evaluation.run import Evaluation, compare
+
+    def point(method, kbps, miou):
+        return {"level": "system", "source": "clip", "method": method, "setting": str(kbps), "kbps": kbps,
+                "miou": miou}
+
+    ev = Evaluation("m", ["clip"], "raw", [point("stac", 100, 0.85), point("stac", 200, 0.9055),
+                                           point("grace", 100, 0.80), point("grace", 400, 0.92),
+                                           point("h264", 50, 0.95), point("h264", 100, 0.99)])
+    compare(ev, (0.95, 0.97))
+    assert sorted({s["target"] for s in ev.savings}) == [0.905, 0.95, 0.97]
+    row = next(s for s in ev.savings if s["target"] == 0.905 and s["method"] == "grace")
+    assert row["saving"] == pytest.approx(1 - rate_at([(100, 0.85), (200, 0.9055)], 0.905).rate
+                                          / rate_at([(100, 0.80), (400, 0.92)], 0.905).rate)
+    h264 = next(s for s in ev.savings if s["target"] == 0.95 and s["method"] == "h264")
+    assert h264["saving"] is None and h264["status_stac"] == "unreached" and h264["rate_other"] == pytest.approx(50)
+
+
+def test_eval_ablations(exported, tmp_path):
+    tables = tmp_path / "tables.json"
+    TableSet.default().save(tables)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(bench_main, ["eval", "carphone", "--onnx-dir", str(exported("selfie")), "--tables",
+                                             str(tables), "--levels", "ablation", "--frames", "2", "--step", "3",
+                                             "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    ablations = json.loads((out / "results.json").read_text())["ablations"]
+    assert sorted({p["levels_L"] for p in ablations["levels"]}) == [2, 4, 8, 16, 32]
+    assert sorted({p["region_blocks"] for p in ablations["regions"]}) == [1, 2, 3, 4]
+    assert [p["psnr_threshold"] for p in ablations["threshold"]] == [20, 22, 24, 26, 28, 30, 32]
+    # deterministic (answers waited for): the strictest gate offloads more than the loosest
+    assert ablations["threshold"][-1]["offloaded_fps"] > ablations["threshold"][0]["offloaded_fps"]
+    assert ablations["propagation"] and all(0 <= p["miou"] <= 1 and p["frames"] > 0 for p in ablations["propagation"])
+    for name in ("levels", "regions", "propagation", "threshold_rate", "threshold_miou"):
+        assert (out / f"ablation_{name}.png").stat().st_size > 0
