@@ -12,9 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from device_runtime.sources import FOLDER_FPS
 from stac.video import IMAGE_SUFFIXES, read_frames, resolve_source, video_fps
-
-FOLDER_FPS = 17.0  # the paper's camera rate, for folders of images
 
 
 @dataclass
