@@ -27,9 +27,16 @@ def region_cost(grad: np.ndarray, tables: np.ndarray, region_blocks: int) -> np.
 
 
 def select_levels(cost: np.ndarray, bound: float) -> np.ndarray:
-    """Level of each region: argmin_l |cost[r, l] - B / r_max| (first level on ties). [Rh, Rw, L] -> uint8 [Rh, Rw]."""
+    """Level of each region: argmin_l |cost[r, l] - B / r_max|. [Rh, Rw, L] -> uint8 [Rh, Rw].
+
+    Distances are taken in float64: costs come from the head in float32, where a cost far below B / r_max
+    disappears from the difference and every level ties. On a true tie (levels whose tables are equal, e.g.
+    all clamped to 255) the coarsest level wins; the paper's loop would keep the finest, which costs bits
+    for nothing.
+    """
     r_max = cost.shape[0] * cost.shape[1]
-    return np.argmin(np.abs(cost - bound / r_max), axis=-1).astype(np.uint8)
+    distance = np.abs(np.asarray(cost, np.float64) - np.float64(bound) / r_max)
+    return (cost.shape[-1] - 1 - np.argmin(distance[..., ::-1], axis=-1)).astype(np.uint8)
 
 
 def next_levels(grad: np.ndarray, tables: np.ndarray, bound: float, region_blocks: int) -> np.ndarray:

@@ -229,3 +229,17 @@ def test_build_writes_a_repository_with_given_tables(tmp_path):
     assert (out / "stac_head" / "1" / "model.onnx").read_bytes() == \
         (tmp_path / "repo_onnx" / "stac_head.onnx").read_bytes()  # the same ONNX bytes the export wrote
     assert 'backend: "python"' in (out / "stac_head" / "config.pbtxt").read_text()
+
+
+def test_head_selects_in_float64_and_breaks_ties_to_the_coarsest(exported, carphone_frames, default_tables):
+    """With a bound so large that every region's cost vanishes next to B / r_max in float32, the float64
+    distance still ranks the levels: the largest cost, the coarsest level, is closest (as stac.select)."""
+    session = HeadSession(exported("selfie") / "stac_head.onnx", threads=2)
+    frame = _stac_frame(carphone_frames[0], default_tables)
+    for bound in (1e9, default_tables.bound):
+        _, levels, cost, _, _ = session.session.run(None, {
+            "COEFFS": frame.coeffs, "LEVELS": frame.levels, "TABLES": default_tables.steps,
+            "BOUND": np.array([bound], np.float32)})
+        np.testing.assert_array_equal(levels, select_levels(cost, float(np.float32(bound))))
+        if bound == 1e9:
+            assert (levels == default_tables.levels - 1).all()

@@ -45,6 +45,23 @@ def test_sensitive_regions_get_finer_levels():
     assert levels[1, 1] == 3 and levels[0, 0] == 0
 
 
-def test_ties_pick_the_first_level():
+def test_ties_pick_the_coarsest_level():
     cost = np.array([[[2.0, 0.0, 2.0]]])
-    assert select_levels(cost, bound=1.0)[0, 0] == 0
+    assert select_levels(cost, bound=1.0)[0, 0] == 2
+
+
+def test_near_zero_costs_are_not_ties_in_float32():
+    """Costs far below B / r_max: in float32 every |cost - B / r_max| rounds to the same value; the closest
+    (largest) cost is the coarsest level, as in float64."""
+    cost = (np.array([1e-9, 2e-9, 4e-9, 8e-9], np.float64) * np.ones((2, 3, 1))).astype(np.float32)
+    bound = np.float32(6.0)
+    assert len(set(np.abs(cost[0, 0] - bound / 6).tolist())) == 1  # the float32 ties the head used to see
+    np.testing.assert_array_equal(select_levels(cost, float(bound)), np.full((2, 3), 3))
+
+
+def test_all_clamped_levels_pick_the_coarsest():
+    """Levels whose tables are all 255 cost the same: choose the coarsest index, not the first."""
+    grad = np.full((3, 3, 3, 64), 1e-3)
+    tables = np.stack([np.full((3, 64), q) for q in (64, 128, 255, 255, 255)])
+    levels = select_levels(region_cost(grad, tables, 3), bound=1e6)
+    assert levels[0, 0] == 4

@@ -102,9 +102,11 @@ def region_cost(grad: torch.Tensor, tables: torch.Tensor, region_blocks: int) ->
 
 
 def select_levels(cost: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
-    """argmin_l |cost[r, l] - B / r_max| (first on ties) -> uint8 [Rh, Rw]."""
+    """argmin_l |cost[r, l] - B / r_max| -> uint8 [Rh, Rw], as stac.select.select_levels: distances in float64
+    (in float32 a cost far below B / r_max vanishes and every level ties), the coarsest level on ties."""
     r_max = cost.shape[0] * cost.shape[1]
-    return torch.argmin(torch.abs(cost - bound / r_max), dim=-1).to(torch.uint8)
+    distance = torch.abs(cost.double() - bound.double() / r_max)
+    return (cost.shape[-1] - 1 - torch.argmin(distance.flip(-1), dim=-1)).to(torch.uint8)
 
 
 class StacHead(torch.nn.Module):
