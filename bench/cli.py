@@ -230,6 +230,10 @@ def eval_command(sources, model_name, weights, onnx_dir, tables_path, labels, fr
                     click.echo(f"warning: {s} is a calibration clip; its numbers flatter STAC", err=True)
             info = model_info(onnx_dir)
             loaded = [load_source(s, frames, step, labels) for s in sources]
+            for source in loaded:
+                warning = tables.size_warning(*source.clips[0].frames[0].shape[:2])
+                if warning:
+                    click.echo(f"warning: {source.name}: {warning}", err=True)
             edge = LocalEdge(onnx_dir, tables)
         except (ValueError, FileNotFoundError, CalibrationError) as e:
             raise click.ClickException(str(e)) from None

@@ -12,7 +12,8 @@ import cv2
 from stac.tables import DEFAULT_LEVELS
 from stac.video import parse_size
 
-from .calibrate import DEFAULT_MIN_ACCURACY, DEFAULT_SOURCES, calibrate, load_frames, load_labels
+from .calibrate import (DEFAULT_MIN_ACCURACY, DEFAULT_SIZE, DEFAULT_SOURCES, DEFAULT_SPAN, calibrate, load_frames,
+                        load_labels)
 from .report import plot, summary
 from .search import CalibrationError
 
@@ -27,23 +28,28 @@ from .search import CalibrationError
               f"repeatable (default: {', '.join(DEFAULT_SOURCES)})")
 @click.option("--frames-per-source", type=int, default=25, show_default=True)
 @click.option("--step", type=int, default=5, show_default=True, help="take every STEP-th frame")
-@click.option("--size", default="176x144", show_default=True,
+@click.option("--size", default=f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}", show_default=True,
               help="WIDTHxHEIGHT the frames are fitted to (the resolution the system will run at)")
 # 0.98: on the default clips the selfie model's masks already move by ~1.3% mIoU with every step at 1
 @click.option("--min-accuracy", type=float, default=DEFAULT_MIN_ACCURACY, show_default=True,
               help="fraction of the raw frames' accuracy the uniform tables at B must keep")
 @click.option("--levels", type=int, default=DEFAULT_LEVELS, show_default=True)
-@click.option("--ratio", type=float, default=2 ** 0.25, show_default=True, help="B_{l+1} / B_l")
+@click.option("--span", default=",".join(map(str, DEFAULT_SPAN)), show_default=True,
+              help="accuracy of the finest and of the coarsest level: the levels span that range")
 @click.option("--labels", type=click.Path(file_okay=False), help="class-id PNGs, one per calibration frame")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("calibration_out"),
               show_default=True)
-def main(model_name, weights, onnx_dir, sources, frames_per_source, step, size, min_accuracy, levels, ratio,
+def main(model_name, weights, onnx_dir, sources, frames_per_source, step, size, min_accuracy, levels, span,
          labels, out) -> None:
     """Average gradients -> the largest bound B meeting --min-accuracy -> L table levels (tables.json)."""
     sources = list(sources or DEFAULT_SOURCES)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             wh = parse_size(size)
+            try:
+                finest, coarsest = (float(v) for v in span.split(","))
+            except ValueError:
+                raise CalibrationError(f"--span takes two accuracies FINEST,COARSEST, got {span!r}") from None
             frames = load_frames(sources, wh, frames_per_source, step)
             label_masks = load_labels(labels, len(frames), wh) if labels else None
             if onnx_dir is None:
@@ -52,7 +58,7 @@ def main(model_name, weights, onnx_dir, sources, frames_per_source, step, size, 
                 click.echo(f"exporting {model_name} ...", err=True)
                 onnx_dir = Path(tmp)
                 export_model(model_name, onnx_dir, weights)
-            result = calibrate(onnx_dir, frames, min_accuracy=min_accuracy, levels=levels, ratio=ratio,
+            result = calibrate(onnx_dir, frames, min_accuracy=min_accuracy, levels=levels, span=(finest, coarsest),
                                labels=label_masks, progress=lambda m: click.echo(m + " ...", err=True))
         except (CalibrationError, ValueError, FileNotFoundError) as e:
             raise click.ClickException(str(e)) from None

@@ -19,8 +19,9 @@ def summary(cal: Calibration, sources: list[str]) -> str:
         f"- accuracy requirement: {cal.info['min_accuracy']} of the raw frames' "
         f"({'mIoU against the labels' if cal.info['labels'] else 'mIoU against the masks of the raw frames'})",
         f"- B = {t.bound:.6g} (M = {t.num_coeffs} coefficients), found in {len(cal.search)} evaluations",
-        f"- levels: {t.levels}, B_l = B * {t.bounds[1] / t.bounds[0]:.4g}^(l - {t.middle_level}); "
-        f"level {t.middle_level} (= B) codes the first keyframe",
+        f"- levels: {t.levels}, B_l = B * {t.bounds[1] / t.bounds[0]:.4g}^(l - {t.middle_level}) spanning the "
+        f"accuracies {cal.info['span'][0]:.4g} (finest) to {cal.info['span'][1]:.4g} (coarsest); level "
+        f"{t.middle_level} (= B) codes the first keyframe",
         f"- table set id {t.id.hex()}",
         "",
         "| level | B_l | bytes/frame | accuracy |",

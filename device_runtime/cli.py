@@ -13,7 +13,7 @@ from stac.tables import TableSet, TableSetError
 from .edge import EdgeError, make_edge
 from .run import run
 from .runtime import RuntimeConfig
-from .sources import Source
+from .sources import Source, first_size
 
 
 @click.group()
@@ -56,6 +56,7 @@ def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, codec, sy
         if onnx_dir is not None:
             check_tables(tables, onnx_dir)
         src = Source(source, max_frames, fps)
+        warning = tables.size_warning(*first_size(src))
         config = RuntimeConfig(psnr=psnr, every=every, sync=sync, codec=codec, flow_width=flow_width,
                                preset=preset, timeout=timeout)
         edge = make_edge(edge_spec, tables, onnx_dir, timeout)
@@ -68,6 +69,8 @@ def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, codec, sy
         label_files = sorted(labels.glob("*.png")) if labels else None
     except (TableSetError, ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
     try:
         edge.wait_ready(wait_edge)
     except EdgeError as e:

@@ -53,7 +53,7 @@ class Context:
     _scaled: dict = field(default_factory=dict)
 
     def scaled(self, scale: float) -> TableSet:
-        """The calibrated set rebuilt at bound B x scale (same level spacing)."""
+        """The calibrated set rebuilt at bound B x scale (same level spacing, B at the same level)."""
         t = self.tables
         levels = self.levels or t.levels
         region_blocks = self.region_blocks or t.region_blocks
@@ -63,9 +63,10 @@ class Context:
         if key not in self._scaled:
             span = t.bounds[-1] / t.bounds[0] if t.levels > 1 else 2 ** 0.25
             ratio = span ** (1 / (levels - 1)) if levels > 1 else 1.0
+            start = round(t.middle_level * (levels - 1) / max(t.levels - 1, 1))  # B as far up the range
             self._scaled[key] = TableSet.from_gradients(t.gradients, t.bound * scale, t.num_coeffs, t.model,
-                                                        levels=levels, ratio=ratio, magnitudes=t.magnitudes,
-                                                        region_blocks=region_blocks)
+                                                        levels=levels, ratio=ratio, start=start,
+                                                        magnitudes=t.magnitudes, region_blocks=region_blocks)
         return self._scaled[key]
 
 

@@ -14,7 +14,7 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
-from calibration.calibrate import calibrate_default  # noqa: E402
+from calibration.calibrate import DEFAULT_SIZE, calibrate_default  # noqa: E402
 from calibration.search import CalibrationError  # noqa: E402
 from stac.edge.repository import BACKENDS, write_repository  # noqa: E402
 from stac.models import MODELS, WeightsError  # noqa: E402
@@ -31,7 +31,8 @@ from stac.video import parse_size  # noqa: E402
                    "with GPU instances (NGC container)")
 @click.option("--tables", "tables_path", type=click.Path(dir_okay=False),
               help="tables.json to serve (default: calibrate now, stac-calibrate's defaults)")
-@click.option("--size", default="176x144", show_default=True, help="calibration size WIDTHxHEIGHT")
+@click.option("--size", default=f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}", show_default=True,
+              help="calibration size WIDTHxHEIGHT: the size the system will run at")
 @click.option("--cpu", is_flag=True, help="with --backend onnxruntime: CPU instances instead of GPU")
 @click.option("--onnx-only", is_flag=True, help="write the ONNX graphs only (no calibration, no repository)")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("triton_models"),

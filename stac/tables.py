@@ -104,9 +104,10 @@ def grace_table(gradients: np.ndarray, magnitudes: np.ndarray | None, bound: flo
     return _to_steps(q)
 
 
-def geometric_bounds(bound: float, levels: int = DEFAULT_LEVELS, ratio: float = 2 ** 0.25) -> np.ndarray:
-    """L bounds around B, B_l = B * ratio ** (l - L // 2): level L // 2 is B itself, level 0 the finest."""
-    return bound * ratio ** (np.arange(levels) - levels // 2)
+def geometric_bounds(bound: float, levels: int = DEFAULT_LEVELS, ratio: float = 2 ** 0.25,
+                     start: int | None = None) -> np.ndarray:
+    """L bounds B_l = B * ratio ** (l - start): level ``start`` (default L // 2) is B itself, level 0 the finest."""
+    return bound * ratio ** (np.arange(levels) - (levels // 2 if start is None else start))
 
 
 def level_tables(gradients: np.ndarray, bounds: np.ndarray, num_coeffs: int) -> np.ndarray:
@@ -166,8 +167,9 @@ class TableSet:
 
     @property
     def middle_level(self) -> int:
-        """The level of the first keyframe (paper Algorithm 2)."""
-        return self.levels // 2
+        """The level whose bound is B: it codes the first keyframe (paper Algorithm 2). L // 2 for a set
+        centred on B; calibration may place B off-centre to span the accuracy range users want."""
+        return int(np.argmin(np.abs(np.log(self.bounds / self.bound))))
 
     @property
     def id(self) -> bytes:
@@ -180,8 +182,9 @@ class TableSet:
 
     @classmethod
     def from_gradients(cls, gradients: np.ndarray, bound: float, num_coeffs: int, model: dict, *,
-                       levels: int = DEFAULT_LEVELS, ratio: float = 2 ** 0.25, **kwargs) -> "TableSet":
-        bounds = geometric_bounds(bound, levels, ratio)
+                       levels: int = DEFAULT_LEVELS, ratio: float = 2 ** 0.25, start: int | None = None,
+                       **kwargs) -> "TableSet":
+        bounds = geometric_bounds(bound, levels, ratio, start)
         return cls(level_tables(gradients, bounds, num_coeffs), bounds, gradients, bound, num_coeffs, model, **kwargs)
 
     @classmethod
@@ -196,6 +199,19 @@ class TableSet:
         num_coeffs = 3 * 1024 * 2048
         return cls.from_gradients(gradients, 0.1 * num_coeffs, num_coeffs,
                                   {"name": "jpeg-annex-k", "sha256": None})
+
+    def size_warning(self, height: int, width: int) -> str | None:
+        """A warning when frames of this size are far (> 2x in pixels) from the size the set was calibrated at:
+        the bounds are per coefficient, but the model's sensitivity per coefficient changes with the scale."""
+        calibrated = self.model.get("calibration", {}).get("size")
+        if not calibrated:
+            return None
+        ratio = height * width / (calibrated[0] * calibrated[1])
+        if 0.5 <= ratio <= 2:
+            return None
+        return (f"frames are {width}x{height} but the tables were calibrated at {calibrated[1]}x{calibrated[0]} "
+                f"({ratio:.2g}x the pixels); recalibrate at this size (stac-calibrate --size {width}x{height}) "
+                f"for levels that mean what they say")
 
     def to_json(self) -> str:
         doc = {

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from calibration.calibrate import calibrate, fit, load_frames
+from calibration.calibrate import calibrate, fit, level_spacing, load_frames
 from calibration.cli import main as calibrate_main
 from calibration.search import CalibrationError, search_bound
 from stac.metrics import confusion_matrix, miou
-from stac.tables import TableSet
+from stac.tables import TableSet, geometric_bounds
 
 
 @pytest.mark.parametrize("start", [0.01, 5.0, 400.0])
@@ -61,9 +61,22 @@ def tiny_calibration(exported):
     return calibrate(exported("tiny"), frames, min_accuracy=0.95, levels=8)
 
 
-def test_calibration_tables_are_monotone_and_centred(tiny_calibration):
+def test_level_spacing_reaches_both_ends_through_b():
+    start, ratio = level_spacing(2.0, 0.5, 32.0, 16)  # B is a third of the way (in log) from finest to coarsest
+    bounds = geometric_bounds(2.0, 16, ratio, start)
+    assert start == 5 and bounds[start] == 2.0
+    assert bounds[0] == pytest.approx(0.5) and bounds[-1] == pytest.approx(32.0)
+    start, ratio = level_spacing(2.0, 1.9, 1000.0, 4)  # lopsided: B still keeps one level below it
+    assert start == 1 and geometric_bounds(2.0, 4, ratio, start)[-1] >= 1000 * (1 - 1e-9)
+    assert level_spacing(2.0, 2.0, 2.0, 8) == (4, 2 ** 0.25)  # nothing to span: the old centred set
+
+
+def test_calibration_tables_are_monotone_and_span_the_range(tiny_calibration):
     t = tiny_calibration.tables
     assert t.levels == 8 and t.bounds[t.middle_level] == t.bound
+    finest, coarsest = tiny_calibration.info["span_bounds"]
+    assert t.bounds[0] <= finest * (1 + 1e-9) and t.bounds[-1] >= coarsest * (1 - 1e-9)
+    assert tiny_calibration.levels[-1].accuracy <= tiny_calibration.levels[0].accuracy
     assert np.all(np.diff(t.tables.astype(int), axis=0) >= 0)  # coarser with every level
     assert np.all(np.diff(t.bounds) > 0)
     assert t.magnitudes is not None and t.magnitudes.shape == (3, 64)

@@ -101,3 +101,13 @@ def test_region_grid_and_block_levels():
     assert blv[0, 0] == 0 and blv[2, 2] == 0 and blv[3, 3] == 4 and blv[4, 6] == 5
     with pytest.raises(ValueError, match="region grid"):
         block_levels(levels, 9, 7, 3)
+
+
+def test_size_warning_only_far_from_the_calibration_size():
+    base = TableSet.default()
+    calibrated = TableSet(base.tables, base.bounds, base.gradients, base.bound, base.num_coeffs,
+                          {"name": "m", "calibration": {"size": [144, 176]}})
+    assert calibrated.size_warning(144, 176) is None and calibrated.size_warning(200, 250) is None
+    assert "recalibrate" in calibrated.size_warning(576, 768) and "176x144" in calibrated.size_warning(576, 768)
+    assert calibrated.size_warning(72, 88) is not None  # 4x fewer pixels
+    assert base.size_warning(576, 768) is None  # the built-in set was calibrated for no size
