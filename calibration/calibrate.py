@@ -233,4 +233,4 @@ def calibrate(onnx_dir: Path, frames: Sequence[np.ndarray], *, min_accuracy: flo
 def calibrate_default(onnx_dir: str | Path, size: tuple[int, int] = DEFAULT_SIZE, **kwargs) -> "Calibration":
     """stac-calibrate's defaults: 25 frames 5 apart from each default source, accuracy >= 0.98."""
     frames = load_frames(list(DEFAULT_SOURCES), size, 25, 5)
-    return calibrate(onnx_dir, frames, min_accuracy=DEFAULT_MIN_ACCURACY, **kwargs)
+    return calibrate(Path(onnx_dir), frames, min_accuracy=DEFAULT_MIN_ACCURACY, **kwargs)

@@ -12,7 +12,7 @@ from stac.tables import TableSet, TableSetError
 
 from .edge import EdgeError, make_edge
 from .run import run
-from .runtime import RuntimeConfig
+from .runtime import SELECTIONS, RuntimeConfig
 from .sources import Source, first_size
 
 
@@ -32,6 +32,8 @@ def main() -> None:
 @click.option("--psnr", type=float, default=26.0, show_default=True, help="keyframe when PSNR drops below")
 @click.option("--every", type=int, help="keyframe every N frames instead of the PSNR gate")
 @click.option("--codec", default="stac", show_default=True, help="stac, or a baseline: jpeg:q=90, grace, ...")
+@click.option("--selection", type=click.Choice(SELECTIONS), default=RuntimeConfig.selection, show_default=True,
+              help="STAC level maps: the edge's per-region levels (paper) or B's level everywhere (uniform)")
 @click.option("--sync", is_flag=True, help="wait for each keyframe's answer (deterministic; for evaluation)")
 @click.option("--max-frames", type=int)
 @click.option("--pace", is_flag=True, help="deliver a file's frames at its frame rate, like a camera")
@@ -48,8 +50,8 @@ def main() -> None:
 @click.option("--offline-ok", is_flag=True, help="if the edge never answers at start, run on propagation only")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="write masks/*.png, overlay.mp4")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="report JSON")
-def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, codec, sync, max_frames, pace, fps, flow_width,
-                preset, reference, labels, timeout, wait_edge, offline_ok, out, report_path) -> None:
+def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, codec, selection, sync, max_frames, pace, fps,
+                flow_width, preset, reference, labels, timeout, wait_edge, offline_ok, out, report_path) -> None:
     """Segment every frame of SOURCE (video file, image folder, camera index or sample clip name)."""
     try:
         tables = TableSet.load(tables_path) if tables_path else TableSet.default()
@@ -57,8 +59,8 @@ def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, codec, sy
             check_tables(tables, onnx_dir)
         src = Source(source, max_frames, fps)
         warning = tables.size_warning(*first_size(src))
-        config = RuntimeConfig(psnr=psnr, every=every, sync=sync, codec=codec, flow_width=flow_width,
-                               preset=preset, timeout=timeout)
+        config = RuntimeConfig(psnr=psnr, every=every, sync=sync, codec=codec, selection=selection,
+                               flow_width=flow_width, preset=preset, timeout=timeout)
         edge = make_edge(edge_spec, tables, onnx_dir, timeout)
         ref = None
         if reference == "model":

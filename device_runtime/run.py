@@ -61,8 +61,9 @@ def run(source: Source, edge: Edge, tables: TableSet, config: RuntimeConfig, *, 
     stats = runtime.stats
     seconds = stats.frames / source.fps
     report = {**stats.summary(), "source": source.spec, "width": size[1], "height": size[0], "fps": source.fps,
-              "codec": config.codec, "psnr_threshold": config.psnr, "every": config.every, "sync": config.sync,
-              "flow_width": runtime.proc_size[0], "tables_id": tables.id.hex(),
+              "codec": config.codec, "selection": config.selection, "psnr_threshold": config.psnr,
+              "every": config.every, "sync": config.sync, "flow_width": runtime.proc_size[0],
+              "tables_id": tables.id.hex(),
               "offloaded_fps": stats.offloaded / seconds, "uplink_kbps": stats.uplink_bytes * 8 / 1e3 / seconds,
               "device_fps": stats.frames / busy if busy else None}
     if confusion is not None:

@@ -159,12 +159,17 @@ def carry_levels(levels: np.ndarray, previous: np.ndarray, frame: np.ndarray, re
 
 
 class Gated(Method):
-    """The device loop (paper Algorithm 2) with the PSNR gate, answers waited for (--sync)."""
+    """The device loop (paper Algorithm 2) with the PSNR gate, answers waited for (--sync); STAC keyframes'
+    level maps by ``selection`` (RuntimeConfig.selection)."""
+
+    def __init__(self, name: str, settings: list[Setting], selection: str = RuntimeConfig.selection):
+        super().__init__(name, settings)
+        self.selection = selection
 
     def run(self, ctx, clip, indices, scored, setting):
         tables = ctx.scaled(setting.scale)
-        config = RuntimeConfig(psnr=ctx.gate, sync=True, codec=setting.spec, flow_width=ctx.flow_width,
-                               preset=ctx.preset)
+        config = RuntimeConfig(psnr=ctx.gate, sync=True, codec=setting.spec, selection=self.selection,
+                               flow_width=ctx.flow_width, preset=ctx.preset)
         runtime = Runtime(ctx.edge.with_tables(tables), tables, clip.frames[0].shape[:2], config)
         sizes, masks = [], {}
         for i in indices:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from device_runtime.runtime import SELECTIONS, RuntimeConfig
+
 from .clips import Source
 from .frontier import rate_at, saving
 from .methods import (Coded, Context, Gated, Method, Plain, Setting, StacClosedLoop, StacOracle,
@@ -43,15 +45,23 @@ def h264_settings() -> list[Setting]:
     return [Setting(f"crf={c}", f"h264:crf={c}") for c in H264_CRFS]
 
 
+def stac_name(selection: str) -> str:
+    """`stac` is STAC as shipped (RuntimeConfig's default selection), the savings' subject; the other
+    selection is `stac-<selection>`."""
+    return "stac" if selection == RuntimeConfig.selection else f"stac-{selection}"
+
+
 def methods(level: str, ctx: Context) -> list[Method]:
     """The compared methods of a level; `stac` is the one the savings are computed for."""
     if level == "codec":
         return [Plain("jpeg", jpeg_settings()), Plain("grace", grace_settings(ctx.tables.bound)),
-                StacUniform("stac-uniform", stac_settings()), StacClosedLoop("stac", stac_settings()),
-                StacOracle("stac-oracle", stac_settings()), Plain("h264", h264_settings())]
+                StacUniform(stac_name("uniform"), stac_settings()),
+                StacClosedLoop(stac_name("paper"), stac_settings()), StacOracle("stac-oracle", stac_settings()),
+                Plain("h264", h264_settings())]
     if level == "system":
-        return [Gated("stac", stac_settings()), Gated("grace", grace_settings(ctx.tables.bound)),
-                Gated("jpeg", jpeg_settings(("420",))), Plain("h264", h264_settings())]
+        return [Gated(stac_name(s), stac_settings(), s) for s in SELECTIONS] + [
+            Gated("grace", grace_settings(ctx.tables.bound)), Gated("jpeg", jpeg_settings(("420",))),
+            Plain("h264", h264_settings())]
     raise ValueError(f"unknown level {level!r} (known: {', '.join(LEVELS)})")
 
 

@@ -159,8 +159,8 @@ def test_eval_end_to_end(exported, tmp_path):
     keys = {"level", "method", "setting", "source", "bytes_per_frame", "kbps", "miou", "offloaded_fps", "fg_iou"}
     assert doc["points"] and all(keys <= set(p) for p in doc["points"])
     methods = {(p["level"], p["method"]) for p in doc["points"]}
-    assert methods == {("codec", m) for m in ("jpeg", "grace", "stac-uniform", "stac", "stac-oracle", "h264")} | {
-        ("system", m) for m in ("stac", "grace", "jpeg", "h264")}
+    assert methods == {("codec", m) for m in ("jpeg", "grace", "stac", "stac-paper", "stac-oracle", "h264")} | {
+        ("system", m) for m in ("stac", "stac-paper", "grace", "jpeg", "h264")}
     assert all(0 <= p["miou"] <= 1 and p["bytes_per_frame"] > 0 for p in doc["points"])
     codec_frames = {p["frames"] for p in doc["points"] if p["level"] == "codec"}
     system_frames = {p["frames"] for p in doc["points"] if p["level"] == "system"}

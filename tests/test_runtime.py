@@ -123,6 +123,21 @@ def test_sync_runs_are_deterministic(exported):
     assert all(np.array_equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
 
 
+def test_selection_decides_the_keyframes_level_maps(exported, carphone_frames):
+    tables = TableSet.default()
+    edge = LocalEdge(exported("selfie"), tables)
+    frames = carphone_frames * 3
+    levels = {}
+    for selection in ("paper", "uniform"):
+        runtime = Runtime(edge, tables, frames[0].shape[:2], RuntimeConfig(sync=True, every=2, selection=selection))
+        levels[selection] = [r.levels for r in (runtime.process(f) for f in frames) if r.offloaded]
+    assert len(levels["uniform"]) == len(levels["paper"]) >= 5
+    assert all((lv == tables.middle_level).all() for lv in levels["uniform"])
+    assert any((lv != tables.middle_level).any() for lv in levels["paper"][1:])  # the edge's per-region levels
+    with pytest.raises(ValueError, match="unknown selection 'best'"):
+        Runtime(edge, tables, frames[0].shape[:2], RuntimeConfig(selection="best"))
+
+
 def test_an_edge_failing_every_third_request(exported):
     tables = TableSet.default()
     edge = Recording(exported("selfie"), tables, fail_every=3)
