@@ -203,10 +203,10 @@ def test_savings_also_at_the_accuracy_every_method_reaches():
                                            point("grace", 100, 0.80), point("grace", 400, 0.92),
                                            point("h264", 50, 0.95), point("h264", 100, 0.99)])
     compare(ev, (0.95, 0.97))
-    assert sorted({s["target"] for s in ev.savings}) == [0.905, 0.95, 0.97]
-    row = next(s for s in ev.savings if s["target"] == 0.905 and s["method"] == "grace")
-    assert row["saving"] == pytest.approx(1 - rate_at([(100, 0.85), (200, 0.9055)], 0.905).rate
-                                          / rate_at([(100, 0.80), (400, 0.92)], 0.905).rate)
+    assert sorted({s["target"] for s in ev.savings}) == [0.9, 0.95, 0.97]  # 0.005 below stac's best, 0.9055
+    row = next(s for s in ev.savings if s["target"] == 0.9 and s["method"] == "grace")
+    assert row["saving"] == pytest.approx(1 - rate_at([(100, 0.85), (200, 0.9055)], 0.9).rate
+                                          / rate_at([(100, 0.80), (400, 0.92)], 0.9).rate)
     h264 = next(s for s in ev.savings if s["target"] == 0.95 and s["method"] == "h264")
     assert h264["saving"] is None and h264["status_stac"] == "unreached" and h264["rate_other"] == pytest.approx(50)
 
