@@ -8,7 +8,7 @@ sweep did not go cheap enough to say), and both give no rate.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -40,6 +40,20 @@ def rate_at(points: Sequence[tuple[float, float]], target: float) -> RateAt:
             t = (target - a0) / (a1 - a0)
             return RateAt(math.exp(math.log(r0) + t * (math.log(r1) - math.log(r0))), "ok")
     return RateAt(frontier[0][0], "ok")  # a single point exactly at the target
+
+
+def curves(points: Iterable[dict], rate_key: str = "kbps") -> dict[str, list[tuple[float, float]]]:
+    """Result points -> method -> [(rate, mIoU)], in the order methods first appear."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for p in points:
+        out.setdefault(p["method"], []).append((p[rate_key], p["miou"]))
+    return out
+
+
+def common_accuracy(groups: dict[str, list[tuple[float, float]]], margin: float) -> float:
+    """``margin`` below the highest accuracy every method reaches, to 0.001: where methods capped below the
+    targets (the PSNR-gated ones, by propagation) can still be compared, away from the cap's noise."""
+    return math.floor((min(max(a for _, a in pts) for pts in groups.values()) - margin) * 1000) / 1000
 
 
 def saving(rate_stac: float | None, rate_other: float | None) -> float | None:

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import csv
-import math
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from .frontier import pareto, rate_at
+from .frontier import common_accuracy, curves, pareto, rate_at
 from .run import COMMON_MARGIN, Evaluation
 
 POINT_COLUMNS = ["level", "method", "setting", "source", "bytes", "frames", "bytes_per_frame", "kbps",
@@ -25,13 +24,9 @@ def _plt():
     return plt
 
 
-def curves(points: Sequence[dict], level: str, source: str) -> dict[str, list[tuple[float, float]]]:
+def level_curves(points: Sequence[dict], level: str, source: str) -> dict[str, list[tuple[float, float]]]:
     """method -> [(kbps, miou)] of one level and source."""
-    out: dict[str, list[tuple[float, float]]] = {}
-    for p in points:
-        if p["level"] == level and p["source"] == source:
-            out.setdefault(p["method"], []).append((p["kbps"], p["miou"]))
-    return out
+    return curves(p for p in points if p["level"] == level and p["source"] == source)
 
 
 def plot_rate_accuracy(groups: dict[str, list[tuple[float, float]]], title: str, targets: Sequence[float],
@@ -99,11 +94,9 @@ def plot_ablations(ablations: dict, targets: Sequence[float], out: Path) -> list
     for key, variant, title in (("levels", "levels_L", "Fig. 6: number of table levels L"),
                                 ("regions", "region_blocks", "Fig. 7: region size (blocks)")):
         if ablations.get(key):
-            groups: dict[str, list[tuple[float, float]]] = {}
-            for p in ablations[key]:
-                groups.setdefault(p["method"], []).append((p["kbps"], p["miou"]))
             figures.append((title, out / f"ablation_{key}.png"))
-            plot_rate_accuracy(groups, title + ", codec level, closed-loop STAC", targets, figures[-1][1])
+            plot_rate_accuracy(curves(ablations[key]), title + ", codec level, closed-loop STAC", targets,
+                               figures[-1][1])
     if ablations.get("propagation"):
         pts = ablations["propagation"]
         figures.append(("Fig. 8: propagated masks vs PSNR", out / "ablation_propagation.png"))
@@ -154,10 +147,7 @@ def table1(evaluation: Evaluation, target: float, source: str) -> str:
     points = [p for p in evaluation.points if p["level"] == "system" and p["source"] == source]
     if not points:
         return ""
-    best = {}
-    for p in points:
-        best[p["method"]] = max(best.get(p["method"], 0.0), p["miou"])
-    target = min(target, math.floor((min(best.values()) - COMMON_MARGIN) * 1000) / 1000)
+    target = min(target, common_accuracy(curves(points), COMMON_MARGIN))
     rows = [f"**Table I** ({source}): each method's cheapest measured system-level setting with mIoU >= {target:g}",
             "", "| method | setting | Kbps | mIoU | fg IoU | offloaded fps |", "| --- | --- | --- | --- | --- | --- |"]
     for method in dict.fromkeys(p["method"] for p in points):
@@ -177,13 +167,10 @@ def ablation_tables(ablations: dict, targets: Sequence[float]) -> str:
     lines = []
     for key, title in (("levels", "Fig. 6, table levels"), ("regions", "Fig. 7, region size")):
         if ablations.get(key):
-            groups: dict[str, list[tuple[float, float]]] = {}
-            for p in ablations[key]:
-                groups.setdefault(p["method"], []).append((p["kbps"], p["miou"]))
             lines += [f"**{title}** (closed-loop STAC, codec level): Kbps at mIoU", "",
                       "| variant | " + " | ".join(f"{t:g}" for t in targets) + " |",
                       "| --- |" + " --- |" * len(targets)]
-            for name, pts in groups.items():
+            for name, pts in curves(ablations[key]).items():
                 lines.append(f"| {name} | " + " | ".join(_rate(r.rate, r.status) for r in
                                                         (rate_at(pts, t) for t in targets)) + " |")
             lines.append("")
@@ -216,12 +203,12 @@ def write(evaluation: Evaluation, targets: Sequence[float], out: Path, command: 
     figures = []
     for level in ("system", "codec"):
         for source in sources:
-            groups = curves(evaluation.points, level, source)
+            groups = level_curves(evaluation.points, level, source)
             if groups:
                 path = out / f"{level}_{source.replace('/', '_')}.png"
                 plot_rate_accuracy(groups, f"{level} level, {source}", targets, path)
                 figures.append((f"{level} level, {source}", path))
-        groups = curves(evaluation.points, level, main_source)
+        groups = level_curves(evaluation.points, level, main_source)
         if groups:
             target = targets[len(targets) // 2]
             path = out / f"table1_{level}.png"

@@ -1,7 +1,6 @@
 """The evaluation: sweeps of every method on every source, pooled, compared at equal accuracy."""
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -11,7 +10,7 @@ import numpy as np
 from device_runtime.runtime import SELECTIONS, RuntimeConfig
 
 from .clips import Source
-from .frontier import rate_at, saving
+from .frontier import common_accuracy, curves, rate_at, saving
 from .methods import (Coded, Context, Gated, Method, Plain, Setting, StacClosedLoop, StacOracle,
                       StacUniform)
 from .scoring import Scorer, accuracy
@@ -154,16 +153,14 @@ def compare(evaluation: Evaluation, targets: Sequence[float], rate_key: str = "k
     method never reaches the lowest target (the PSNR-gated ones are capped by propagation), the methods are
     also compared COMMON_MARGIN below the highest accuracy every method reaches, so each level has a
     like-for-like row; at the cap itself +-0.002 of noise in mIoU would decide the rates."""
-    groups: dict[tuple[str, str], dict[str, list[tuple[float, float]]]] = {}
-    for p in evaluation.points:
-        groups.setdefault((p["level"], p["source"]), {}).setdefault(p["method"], []).append((p[rate_key], p["miou"]))
-    for (level, source), curves in groups.items():
-        if "stac" not in curves:
+    for level, source in dict.fromkeys((p["level"], p["source"]) for p in evaluation.points):
+        groups = curves((p for p in evaluation.points if p["level"] == level and p["source"] == source), rate_key)
+        if "stac" not in groups:
             continue
-        common = math.floor((min(max(a for _, a in pts) for pts in curves.values()) - COMMON_MARGIN) * 1000) / 1000
+        common = common_accuracy(groups, COMMON_MARGIN)
         for target in sorted({*targets, common} if common < min(targets) else set(targets)):
-            stac = rate_at(curves["stac"], target)
-            for method, points in curves.items():
+            stac = rate_at(groups["stac"], target)
+            for method, points in groups.items():
                 if method == "stac":
                     continue
                 other = rate_at(points, target)
