@@ -223,7 +223,7 @@ def write(evaluation: Evaluation, targets: Sequence[float], out: Path, command: 
             ablation_tables(evaluation.ablations, targets),
             "Rates come from each method's Pareto frontier (log Kbps, linear in mIoU between settings); "
             "`unreached`: no setting got there; `below-sweep`: even the cheapest setting was more accurate.", ""]
-    if main_source == "pooled":
+    if main_source == "pooled" and evaluation.savings:
         text += ["## Per source", ""] + [headline(evaluation, s) for s in sources if s != "pooled"]
     text += [f"## {title}\n\n![{title}]({path.name})\n" for title, path in figures]
     text += ["## Time", "", "| level | source | seconds |", "| --- | --- | --- |", timing, ""]
