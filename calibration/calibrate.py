@@ -206,7 +206,7 @@ def calibrate(onnx_dir: Path, frames: Sequence[np.ndarray], *, min_accuracy: flo
     start, ratio = level_spacing(bound, finest, coarsest, levels)
 
     model["calibration"] = {"size": [h, w], "frames": len(frames), "min_accuracy": min_accuracy,
-                            "span": list(span)}
+                            "span": [fine_target, span[1]]}
     tables = TableSet.from_gradients(gradients, bound, num_coeffs, model, levels=levels, ratio=ratio, start=start,
                                      magnitudes=magnitudes)
     progress("measuring each level and GRACE")
@@ -225,8 +225,8 @@ def calibrate(onnx_dir: Path, frames: Sequence[np.ndarray], *, min_accuracy: flo
     grace_own = LevelStat(-1, grace_bound, size, accuracy)
     return Calibration(tables, search, stats, grace, grace_own, {"frames": len(frames), "size": [h, w],
                                                       "min_accuracy": min_accuracy, "model": info["name"],
-                                                      "labels": labels is not None,
-                                                      "span": [fine_target, span[1]], "span_bounds": [finest, coarsest]},
+                                                      "labels": labels is not None, "span": [fine_target, span[1]],
+                                                      "span_bounds": [finest, coarsest]},
                        span_search=fine_search + coarse_search)
 
 

@@ -23,7 +23,7 @@ from stac.video import psnr
 
 from .clips import Source
 from .methods import Context, Gated, Setting, StacClosedLoop
-from .run import stac_settings, sweep
+from .run import main_source, stac_settings, sweep
 from .scoring import Scorer, accuracy
 
 LEVEL_COUNTS = (2, 4, 8, 16, 32)
@@ -71,7 +71,7 @@ def level_ablation(ctx: Context, scorer: Scorer, sources: Sequence[Source], step
         variant = dataclasses.replace(ctx, levels=count, _scaled={})
         found, _ = sweep("codec", [StacClosedLoop(f"L={count}", stac_settings())], variant, scorer, sources, step,
                          tick)
-        points += [{**p, "levels_L": count} for p in found if p["source"] == _pooled(sources)]
+        points += [{**p, "levels_L": count} for p in _pooled(found, sources)]
     return points
 
 
@@ -83,7 +83,7 @@ def region_ablation(ctx: Context, scorer: Scorer, sources: Sequence[Source], ste
         variant = dataclasses.replace(ctx, region_blocks=size, edge=edge, _scaled={})
         found, _ = sweep("codec", [StacClosedLoop(f"{size}x{size} blocks", stac_settings())], variant, scorer,
                          sources, step, tick)
-        points += [{**p, "region_blocks": size} for p in found if p["source"] == _pooled(sources)]
+        points += [{**p, "region_blocks": size} for p in _pooled(found, sources)]
     return points
 
 
@@ -93,7 +93,7 @@ def threshold_ablation(ctx: Context, scorer: Scorer, sources: Sequence[Source],
     for gate in THRESHOLDS:
         variant = dataclasses.replace(ctx, gate=float(gate))
         found, _ = sweep("system", [Gated("stac", [Setting("scale=1", "stac")])], variant, scorer, sources, 1, tick)
-        points += [{**p, "psnr_threshold": gate} for p in found if p["source"] == _pooled(sources)]
+        points += [{**p, "psnr_threshold": gate} for p in _pooled(found, sources)]
     return points
 
 
@@ -129,8 +129,10 @@ def propagation_ablation(ctx: Context, scorer: Scorer, sources: Sequence[Source]
     return [{"psnr_db": b + 0.5, "frames": counts[b], **accuracy(bins[b])} for b in sorted(bins)]
 
 
-def _pooled(sources: Sequence[Source]) -> str:
-    return "pooled" if len(sources) > 1 else sources[0].name
+def _pooled(points: list[dict], sources: Sequence[Source]) -> list[dict]:
+    """The points of all sources together (the one source's, when there is one)."""
+    wanted = main_source([s.name for s in sources])
+    return [p for p in points if p["source"] == wanted]
 
 
 def work(ctx: Context, sources: Sequence[Source]) -> int:

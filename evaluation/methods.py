@@ -122,12 +122,13 @@ class Stac(Method):
 
 
 class StacUniform(Stac):
-    """One level (the middle one) everywhere: the gradient-shaped tables without spatial adaptation."""
+    """B's level everywhere (`--selection uniform`, as shipped): the gradient-shaped tables without spatial
+    adaptation."""
 
 
 class StacClosedLoop(Stac):
-    """As deployed: frame k coded with the level map the head returned for the previous coded frame,
-    carried to frame k by DIS flow; the first frame at the middle level (paper Algorithm 2)."""
+    """The paper's closed loop (`--selection paper`): frame k coded with the level map the head returned for
+    the previous coded frame, carried to frame k by DIS flow; the first frame at B's level (Algorithm 2)."""
 
     def levels(self, ctx, codec, edge, clip, index, previous):
         if previous is None:
@@ -138,7 +139,7 @@ class StacClosedLoop(Stac):
 
 
 class StacOracle(Stac):
-    """Levels from the head on the same frame (coded once at the middle level to ask): an upper bound of
+    """Levels from the head on the same frame (coded once at B's level to ask): an upper bound of
     what the head's levels can give, since no deployed device has them. Only the final coding is counted."""
 
     def levels(self, ctx, codec, edge, clip, index, previous):

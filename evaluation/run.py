@@ -88,6 +88,11 @@ class Tally:
                 **accuracy(self.confusion)}
 
 
+def main_source(names: Sequence[str]) -> str:
+    """What the headline is about: the pooled results of several sources, else the one source."""
+    return "pooled" if len(names) > 1 else names[0]
+
+
 @dataclass
 class Evaluation:
     model: str
@@ -100,8 +105,7 @@ class Evaluation:
 
     @property
     def main_source(self) -> str:
-        """What the headline is about: the pooled results of several sources, else the one source."""
-        return "pooled" if len(self.sources) > 1 else self.sources[0]
+        return main_source(self.sources)
 
     def to_json(self) -> dict:
         return {"model": self.model, "sources": self.sources, "reference": self.reference, "points": self.points,
@@ -143,7 +147,7 @@ def sweep(level: str, method_list: Sequence[Method], ctx: Context, scorer: Score
                     tick()
                 points.append(tally.point(level, method.name, setting.label, source.name))
         timing.append({"level": level, "source": source.name, "seconds": time.perf_counter() - started})
-    if len(sources) > 1:
+    if main_source([s.name for s in sources]) == "pooled":
         points += [tally.point(level, method, setting, "pooled") for (method, setting), tally in pooled.items()]
     return points, timing
 
