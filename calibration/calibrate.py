@@ -193,10 +193,15 @@ def calibrate(onnx_dir: Path, frames: Sequence[np.ndarray], *, min_accuracy: flo
         raise CalibrationError("the model's gradient is zero on every calibration frame")
     lowest, highest = float(num_coeffs * positive.min() / 2), float(255 * num_coeffs * positive.max() / 2)
     start = 8 * num_coeffs * float(np.median(positive)) / 2  # median step 8
-    progress(f"searching B for accuracy >= {min_accuracy}")
+    ceiling = uniform_accuracy(lowest)
+    if ceiling < min_accuracy:  # the model's masks move even under every step 1: ask what can be had
+        progress(f"every step 1 reaches only {ceiling:.4g} < {min_accuracy}: aiming B at {ceiling - PLATEAU_MARGIN:.4g}")
+        min_accuracy = ceiling - PLATEAU_MARGIN
+        span = (span[0], min(span[1], min_accuracy))
+    progress(f"searching B for accuracy >= {min_accuracy:.4g}")
     bound, search = search_bound(uniform_accuracy, min_accuracy, start, lowest=lowest, highest=highest)
 
-    fine_target = min(span[0], uniform_accuracy(lowest) - PLATEAU_MARGIN)
+    fine_target = min(span[0], ceiling - PLATEAU_MARGIN)
     progress(f"searching the bounds of the finest (accuracy {fine_target:.4g}) and coarsest ({span[1]}) levels")
     try:
         finest, fine_search = search_bound(uniform_accuracy, fine_target, bound, lowest=lowest, highest=highest)
