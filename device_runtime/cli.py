@@ -33,7 +33,11 @@ def main() -> None:
 @click.option("--every", type=int, help="keyframe every N frames instead of the PSNR gate")
 @click.option("--codec", default="stac", show_default=True, help="stac, or a baseline: jpeg:q=90, grace, ...")
 @click.option("--selection", type=click.Choice(SELECTIONS), default=RuntimeConfig.selection, show_default=True,
-              help="STAC level maps: the edge's per-region levels (paper) or B's level everywhere (uniform)")
+              help="STAC level maps: one level everywhere (uniform), the edge's per-region levels (paper), or the "
+              "device's rate-aware map around the mask's boundaries (boundary)")
+@click.option("--bound", type=float, help="STAC loss bound (default: the table set's B): the level of a uniform map, "
+              "and what the edge selects per-region levels against")
+@click.option("--kbps", type=float, help="steer STAC's bound so the uplink meets this budget (Kbps)")
 @click.option("--sync", is_flag=True, help="wait for each keyframe's answer (deterministic; for evaluation)")
 @click.option("--max-frames", type=int)
 @click.option("--pace", is_flag=True, help="deliver a file's frames at its frame rate, like a camera")
@@ -50,8 +54,9 @@ def main() -> None:
 @click.option("--offline-ok", is_flag=True, help="if the edge never answers at start, run on propagation only")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="write masks/*.png, overlay.mp4")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="report JSON")
-def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, codec, selection, sync, max_frames, pace, fps,
-                flow_width, preset, reference, labels, timeout, wait_edge, offline_ok, out, report_path) -> None:
+def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, codec, selection, bound, kbps, sync, max_frames,
+                pace, fps, flow_width, preset, reference, labels, timeout, wait_edge, offline_ok, out,
+                report_path) -> None:
     """Segment every frame of SOURCE (video file, image folder, camera index or sample clip name)."""
     try:
         tables = TableSet.load(tables_path) if tables_path else TableSet.default()
@@ -59,8 +64,8 @@ def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, codec, se
             check_tables(tables, onnx_dir)
         src = Source(source, max_frames, fps)
         warning = tables.size_warning(*first_size(src))
-        config = RuntimeConfig(psnr=psnr, every=every, sync=sync, codec=codec, selection=selection,
-                               flow_width=flow_width, preset=preset, timeout=timeout)
+        config = RuntimeConfig(psnr=psnr, every=every, sync=sync, codec=codec, selection=selection, bound=bound,
+                               kbps=kbps, fps=src.fps, flow_width=flow_width, preset=preset, timeout=timeout)
         edge = make_edge(edge_spec, tables, onnx_dir, timeout)
         ref = None
         if reference == "model":
@@ -92,8 +97,8 @@ def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, codec, se
             raise click.ClickException(str(e)) from None
         finally:
             edge.close()
-    keys = ["frames", "keyframes", "offloaded", "offloaded_fps", "uplink_bytes", "uplink_kbps", "device_fps",
-            "edge_errors", "miou_vs_raw", "miou"]
+    keys = ["frames", "keyframes", "offloaded", "offloaded_fps", "uplink_bytes", "uplink_kbps", "kbps_target",
+            "rate_error", "rate_error_2s", "device_fps", "edge_errors", "miou_vs_raw", "miou"]
     for key in keys:
         if key in report:
             value = report[key]

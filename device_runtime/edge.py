@@ -2,8 +2,8 @@
 
 ``local``: in this process, the same decoder and the same ONNX graphs in onnxruntime as the edge runs.
 ``triton``: tritonclient over gRPC or HTTP to the model repository's ensembles: ``stac`` (BITSTREAM BYTES
-[1] -> MASK uint8 [8Hb, 8Wb], NEXT_LEVELS uint8 [Rh, Rw]) and ``jpeg_segment`` (BITSTREAM -> MASK [H', W'],
-H', W' >= H, W). Both crop MASK to the frame, so the runtime never sees the difference.
+[1], optional BOUND FP32 [1] -> MASK uint8 [8Hb, 8Wb], NEXT_LEVELS uint8 [Rh, Rw]) and ``jpeg_segment``
+(BITSTREAM -> MASK [H', W'], H', W' >= H, W). Both crop MASK to the frame, so the runtime never sees the difference.
 """
 from __future__ import annotations
 
@@ -33,8 +33,9 @@ class EdgeAnswer:
 
 class Edge(ABC):
     @abstractmethod
-    def segment(self, data: bytes, kind: str, size: tuple[int, int]) -> EdgeAnswer:
-        """kind "stac" (STAC bitstream) or "jpeg" (any baseline JPEG); size (H, W) of the frame."""
+    def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None) -> EdgeAnswer:
+        """kind "stac" (STAC bitstream) or "jpeg" (any baseline JPEG); size (H, W) of the frame; ``bound``: the
+        loss bound NEXT_LEVELS is selected against (default: the table set's B)."""
 
     def wait_ready(self, timeout: float) -> None:
         """Return once the edge can answer, or raise EdgeError after ``timeout`` seconds."""
@@ -56,10 +57,10 @@ class LocalEdge(Edge):
         other.tables = tables
         return other
 
-    def segment(self, data: bytes, kind: str, size: tuple[int, int]) -> EdgeAnswer:
+    def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None) -> EdgeAnswer:
         try:
             if kind == "stac":
-                result = self.head.run(read_stac(data, self.tables), self.tables)
+                result = self.head.run(read_stac(data, self.tables), self.tables, bound)
                 return EdgeAnswer(result.mask, result.next_levels)
             mask = self.segment_session.run(decode_jpeg(data))
         except ValueError as e:  # BitstreamError, an undecodable JPEG
@@ -98,15 +99,19 @@ class TritonEdge(Edge):
             time.sleep(0.5)
         raise EdgeError(f"edge {self.scheme}://{self.url} not ready after {timeout:g} s: {last}")
 
-    def segment(self, data: bytes, kind: str, size: tuple[int, int]) -> EdgeAnswer:
+    def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None) -> EdgeAnswer:
         c = self.client_module
         payload = c.InferInput("BITSTREAM", [1], "BYTES")
         payload.set_data_from_numpy(np.array([data], dtype=object))
+        inputs = [payload]
+        if bound is not None and kind == "stac":
+            inputs.append(c.InferInput("BOUND", [1], "FP32"))
+            inputs[-1].set_data_from_numpy(np.array([bound], np.float32))
         names = ["MASK", "NEXT_LEVELS"] if kind == "stac" else ["MASK"]
         outputs = [c.InferRequestedOutput(n) for n in names]
         extra = {"client_timeout": self.timeout} if self.scheme == "grpc" else {"timeout": int(self.timeout * 1e6)}
         try:
-            result = self.client.infer(MODELS[kind], [payload], outputs=outputs, **extra)
+            result = self.client.infer(MODELS[kind], inputs, outputs=outputs, **extra)
         except Exception as e:  # tritonclient raises its own exception types per protocol
             raise EdgeError(f"{MODELS[kind]}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
         mask = result.as_numpy("MASK")

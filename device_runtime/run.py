@@ -10,6 +10,7 @@ import numpy as np
 
 from stac.inference import SegmentSession
 from stac.metrics import confusion_matrix, miou
+from stac.rate import tracking_error
 from stac.tables import TableSet
 
 from .edge import Edge
@@ -32,6 +33,7 @@ def run(source: Source, edge: Edge, tables: TableSet, config: RuntimeConfig, *, 
     confusion = np.zeros((num_classes, num_classes), np.int64) if reference else None
     label_confusion = np.zeros((num_classes, num_classes), np.int64) if labels else None
     busy = 0.0
+    sent: list[int] = []  # bytes offloaded at each frame
     clock = time.perf_counter()
     try:
         for i, frame in enumerate(source.frames()):
@@ -40,6 +42,7 @@ def run(source: Source, edge: Edge, tables: TableSet, config: RuntimeConfig, *, 
             started = time.perf_counter()
             result = runtime.process(frame)
             busy += time.perf_counter() - started
+            sent.append(result.sent_bytes)
             if confusion is not None and frame is not None:
                 confusion += confusion_matrix(result.mask, reference.run(frame), num_classes)
             if label_confusion is not None and result.index < len(labels):
@@ -62,10 +65,12 @@ def run(source: Source, edge: Edge, tables: TableSet, config: RuntimeConfig, *, 
     seconds = stats.frames / source.fps
     report = {**stats.summary(), "source": source.spec, "width": size[1], "height": size[0], "fps": source.fps,
               "codec": config.codec, "selection": config.selection, "psnr_threshold": config.psnr,
-              "every": config.every, "sync": config.sync, "flow_width": runtime.proc_size[0],
+              "every": config.every, "bound": config.bound, "sync": config.sync, "flow_width": runtime.proc_size[0],
               "tables_id": tables.id.hex(),
               "offloaded_fps": stats.offloaded / seconds, "uplink_kbps": stats.uplink_bytes * 8 / 1e3 / seconds,
               "device_fps": stats.frames / busy if busy else None}
+    if config.kbps is not None:
+        report.update(tracking_error(sent, source.fps, config.kbps))
     if confusion is not None:
         report["miou_vs_raw"] = miou(confusion)
     if label_confusion is not None:

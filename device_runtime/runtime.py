@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from stac.allocate import boundary_levels
 from stac.codec import StacCodec, make_codec
 from stac.flow import Flow, compose, identity_map, processing_size, warp, warp_levels
+from stac.rate import RateController
 from stac.tables import BLOCK, TableSet, region_grid
 from stac.codec.transform import blocks_for
 from stac.video import psnr
@@ -31,12 +33,13 @@ from stac.video import psnr
 from .edge import Edge, EdgeAnswer
 
 
-# How a STAC keyframe's level map is chosen: the paper's per-region levels from the edge's answer (Algorithm 1
-# on the previous keyframe, carried by flow), or B's level everywhere (the gradient-shaped tables alone).
-# Uniform is the default because it measured cheaper: on the calibration clips (bikes, bigbuckbunny;
+# How a STAC keyframe's level map is chosen: one level everywhere (the gradient-shaped tables alone); the
+# paper's per-region levels from the edge's answer (Algorithm 1 on the previous keyframe, carried by flow); or
+# the device's own rate-aware map around the mask boundaries it holds (stac.allocate). Uniform is the default
+# because it measured cheaper: on the calibration clips (bikes, bigbuckbunny;
 # `stac-bench eval bikes bigbuckbunny --frames 20`) the paper's levels cost 10.6-18.0% more bits than one
 # level everywhere at mIoU 0.95-0.98 (codec level) and 18.8% more at the system level.
-SELECTIONS = ("uniform", "paper")
+SELECTIONS = ("uniform", "paper", "boundary")
 
 
 @dataclass
@@ -45,7 +48,10 @@ class RuntimeConfig:
     every: int | None = None  # fixed keyframe interval instead of the PSNR gate
     sync: bool = False  # wait for every answer: same input, same bytes and masks
     codec: str = "stac"  # or a baseline spec: jpeg:q=90, grace, ...
-    selection: str = "uniform"  # STAC keyframes: "uniform" (B's level) or "paper" (the edge's NEXT_LEVELS, by flow)
+    selection: str = "uniform"  # STAC keyframes: "uniform" (one level), "paper" (NEXT_LEVELS by flow), "boundary"
+    bound: float | None = None  # STAC's loss bound (default: the table set's B): its level, and the edge's BOUND
+    kbps: float | None = None  # instead of a fixed bound, steer it to this uplink budget (stac.rate)
+    fps: float = 30.0  # the source's frame rate: the rate controller's clock
     flow_width: int = 512  # flow and propagation run at this width (or the frame's, if smaller)
     preset: str = "ultrafast"
     max_in_flight: int = 2
@@ -116,6 +122,13 @@ class Runtime:
         self.kind = "stac" if isinstance(self.codec, StacCodec) else "jpeg"
         if self.kind == "jpeg" and config.codec.split(":")[0] not in ("jpeg", "grace"):
             raise ValueError(f"codec {config.codec!r} cannot be offloaded frame by frame (use stac, jpeg or grace)")
+        if (config.kbps is not None or config.bound is not None) and self.kind != "stac":
+            raise ValueError("--kbps and --bound steer STAC keyframes only (codec stac)")
+        if config.kbps is not None and config.bound is not None:
+            raise ValueError("--kbps steers the bound itself: give --kbps or --bound, not both")
+        if config.bound is not None and not config.bound > 0:
+            raise ValueError(f"--bound must be positive, got {config.bound}")
+        self.rate = RateController(config.kbps, config.fps, tables) if config.kbps is not None else None
         self.regions = region_grid(*blocks_for(self.height, self.width), tables.region_blocks)
         self.region_px = tables.region_blocks * BLOCK
         self.stats = RuntimeStats()
@@ -130,10 +143,10 @@ class Runtime:
 
     # -- edge side ---------------------------------------------------------------------------------------
 
-    def _ask(self, key: _Keyframe, data: bytes) -> None:
+    def _ask(self, key: _Keyframe, data: bytes, bound: float | None) -> None:
         started = time.monotonic()
         try:
-            answer: EdgeAnswer | Exception = self.edge.segment(data, self.kind, (self.height, self.width))
+            answer: EdgeAnswer | Exception = self.edge.segment(data, self.kind, (self.height, self.width), bound)
         except Exception as e:  # an edge is never allowed to stop the loop
             answer = e
         self.answers.put((key, answer, (time.monotonic() - started) * 1e3))
@@ -182,11 +195,18 @@ class Runtime:
 
     # -- frame side --------------------------------------------------------------------------------------
 
-    def _next_levels(self) -> np.ndarray:
+    def _bound(self) -> float | None:
+        """The loss bound asked of this keyframe; None leaves the edge at its table set's B."""
+        return self.rate.bound() if self.rate else self.config.bound
+
+    def _next_levels(self, bound: float | None, frame: np.ndarray) -> np.ndarray:
         a = self.answered
-        if (self.config.selection == "uniform" or a is None or a.next_levels is None
+        level = self.tables.level_for(bound) if bound is not None else self.tables.middle_level
+        if self.config.selection == "boundary" and a is not None:
+            return boundary_levels(frame, self._carried_mask(), self.tables, level)
+        if (self.config.selection != "paper" or a is None or a.next_levels is None
                 or a.next_levels.shape != self.regions):
-            return np.full(self.regions, self.tables.middle_level, np.uint8)
+            return np.full(self.regions, level, np.uint8)
         return warp_levels(a.next_levels, a.map, (self.height, self.width), self.region_px)
 
     def process(self, frame: np.ndarray | None) -> FrameResult:
@@ -233,29 +253,36 @@ class Runtime:
                            levels if levels is not None else (self.answered.levels if self.answered else None))
 
     def _offload(self, index: int, frame: np.ndarray, small: np.ndarray) -> tuple[int, np.ndarray | None]:
-        levels = self._next_levels() if self.kind == "stac" else None
+        bound = self._bound()
+        levels = self._next_levels(bound, frame) if self.kind == "stac" else None
         data = self.codec.encode_levels(frame, levels) if levels is not None else self.codec.encode(frame)
+        if self.rate:  # the bound the map really coded at: a level's, or the map's geometric mean
+            self.rate.update(index, len(data), float(np.exp(np.log(self.tables.bounds[levels]).mean())))
         key = _Keyframe(index, small, self.grid.copy(), time.monotonic(), levels)
         self.pending.append(key)
         self.stats.offloaded += 1
         self.stats.uplink_bytes += len(data)
         if self.config.sync:
-            self._ask(key, data)
+            self._ask(key, data, bound)
         else:
-            thread = threading.Thread(target=self._ask, args=(key, data), daemon=True)
+            thread = threading.Thread(target=self._ask, args=(key, data, bound), daemon=True)
             self.threads.append(thread)
             thread.start()
         return len(data), levels
 
-    def _mask(self) -> tuple[np.ndarray, bool]:
+    def _carried_mask(self) -> np.ndarray:
+        """The newest answer's mask carried to the current frame [H, W] (there must be an answer)."""
         a = self.answered
-        if a is None:
+        if a.full_mask is not None:
+            return a.full_mask
+        small = warp(a.mask, a.map, nearest=True)
+        return cv2.resize(small, (self.width, self.height), interpolation=cv2.INTER_NEAREST)
+
+    def _mask(self) -> tuple[np.ndarray, bool]:
+        if self.answered is None:
             self.stats.frames_without_answer += 1
             return np.zeros((self.height, self.width), np.uint8), False
-        if a.full_mask is not None:
-            return a.full_mask, True
-        small = warp(a.mask, a.map, nearest=True)
-        return cv2.resize(small, (self.width, self.height), interpolation=cv2.INTER_NEAREST), True
+        return self._carried_mask(), True
 
     def close(self, wait: float = 5.0) -> None:
         """Wait (bounded) for answers still in flight, so the last keyframes count."""

@@ -1,10 +1,13 @@
 """The paper's ablations (Fig. 6-8 and the gate threshold), pooled over the sources.
 
-- levels: the closed-loop STAC sweep with L in {2, 4, 8, 16, 32} levels spanning the calibrated range;
+- levels: the closed-loop STAC sweep (the same bounds) with L in {2, 4, 8, 16, 32} levels spanning the sweep
+  set's range, B .. 64 B;
 - regions: the same with regions of 1x1 .. 4x4 blocks (the exported head has one region size baked in;
   other sizes are answered by ``AnyRegionEdge``);
 - propagation: accuracy of masks carried by flow from a raw keyframe vs the PSNR of the carried frame;
-- threshold: the device loop with PSNR gates 20 .. 32 dB at the calibrated bound.
+- threshold: the device loop with PSNR gates 20 .. 32 dB at the calibrated bound;
+- sensitivity: how well region sensitivities rank what coarsening a region does to the mask
+  (``sensitivity.py``).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from .clips import Source
 from .methods import Context, Gated, Setting, StacClosedLoop
 from .run import main_source, stac_settings, sweep
 from .scoring import Scorer, accuracy
+from .sensitivity import sensitivity_ranking
 
 LEVEL_COUNTS = (2, 4, 8, 16, 32)
 REGION_SIZES = (1, 2, 3, 4)
@@ -50,7 +54,7 @@ class AnyRegionEdge:
     def with_tables(self, tables: TableSet) -> "AnyRegionEdge":
         return AnyRegionEdge(self.edge.with_tables(tables), self.graph_region_blocks)
 
-    def segment(self, data: bytes, kind: str, size: tuple[int, int]) -> EdgeAnswer:
+    def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None) -> EdgeAnswer:
         tables = self.edge.tables
         frame = read_stac(data, tables)
         steps = tables.tables[frame.block_levels()].transpose(2, 0, 1, 3)  # [3, Hb, Wb, 64]
@@ -61,14 +65,15 @@ class AnyRegionEdge:
         zeros = np.zeros(region_grid(hb, wb, self.graph_region_blocks), np.uint8)
         result = self.edge.head.run(StacFrame(deq.astype(np.int16), zeros, frame.height, frame.width, self.ONES),
                                     self.ONES)
-        return EdgeAnswer(result.mask, next_levels(result.grad, tables.steps, tables.bound, tables.region_blocks))
+        return EdgeAnswer(result.mask, next_levels(result.grad, tables.steps, tables.bound if bound is None else bound,
+                                                   tables.region_blocks))
 
 
 def level_ablation(ctx: Context, scorer: Scorer, sources: Sequence[Source], step: int,
                    tick: Callable[[], None]) -> list[dict]:
     points = []
     for count in LEVEL_COUNTS:
-        variant = dataclasses.replace(ctx, levels=count, _scaled={})
+        variant = dataclasses.replace(ctx, levels=count, _sweep={})
         found, _ = sweep("codec", [StacClosedLoop(f"L={count}", stac_settings())], variant, scorer, sources, step,
                          tick)
         points += [{**p, "levels_L": count} for p in _pooled(found, sources)]
@@ -80,7 +85,7 @@ def region_ablation(ctx: Context, scorer: Scorer, sources: Sequence[Source], ste
     points = []
     for size in REGION_SIZES:
         edge = ctx.edge if size == graph_region_blocks else AnyRegionEdge(ctx.edge, graph_region_blocks)
-        variant = dataclasses.replace(ctx, region_blocks=size, edge=edge, _scaled={})
+        variant = dataclasses.replace(ctx, region_blocks=size, edge=edge, _sweep={})
         found, _ = sweep("codec", [StacClosedLoop(f"{size}x{size} blocks", stac_settings())], variant, scorer,
                          sources, step, tick)
         points += [{**p, "region_blocks": size} for p in _pooled(found, sources)]
@@ -92,7 +97,8 @@ def threshold_ablation(ctx: Context, scorer: Scorer, sources: Sequence[Source],
     points = []
     for gate in THRESHOLDS:
         variant = dataclasses.replace(ctx, gate=float(gate))
-        found, _ = sweep("system", [Gated("stac", [Setting("scale=1", "stac")])], variant, scorer, sources, 1, tick)
+        found, _ = sweep("system", [Gated("stac", [Setting("scale=1", "stac", 1.0)])], variant, scorer, sources, 1,
+                         tick)
         points += [{**p, "psnr_threshold": gate} for p in _pooled(found, sources)]
     return points
 
@@ -138,7 +144,7 @@ def _pooled(points: list[dict], sources: Sequence[Source]) -> list[dict]:
 def work(ctx: Context, sources: Sequence[Source]) -> int:
     clips = sum(len(s.clips) for s in sources)
     settings = len(stac_settings())
-    return clips * (settings * (len(LEVEL_COUNTS) + len(REGION_SIZES)) + len(THRESHOLDS) + 1)
+    return clips * (settings * (len(LEVEL_COUNTS) + len(REGION_SIZES)) + len(THRESHOLDS) + 2)
 
 
 def run_ablations(ctx: Context, scorer: Scorer, sources: Sequence[Source], step: int, graph_region_blocks: int,
@@ -146,4 +152,5 @@ def run_ablations(ctx: Context, scorer: Scorer, sources: Sequence[Source], step:
     return {"levels": level_ablation(ctx, scorer, sources, step, tick),
             "regions": region_ablation(ctx, scorer, sources, step, graph_region_blocks, tick),
             "propagation": propagation_ablation(ctx, scorer, sources, tick),
+            "sensitivity": sensitivity_ranking(ctx, sources, step, tick=tick),
             "threshold": threshold_ablation(ctx, scorer, sources, tick)}

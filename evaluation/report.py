@@ -180,6 +180,15 @@ def ablation_tables(ablations: dict, targets: Sequence[float]) -> str:
         lines += [f"| {p['psnr_threshold']} | {p['kbps']:.1f} | {p['miou']:.4f} | {p['offloaded_fps']:.2f} |"
                   for p in ablations["threshold"]]
         lines.append("")
+    if ablations.get("sensitivity"):
+        first = ablations["sensitivity"][0]
+        lines += [f"**Region sensitivity**: Spearman correlation of each candidate with the share of mask pixels "
+                  f"that change when the frame goes from level {first['base_level']} to {first['coarser_level']} "
+                  f"(per region grown by {first['margin_px']} px), mean over frames", "",
+                  "| candidate | Spearman | frames |", "| --- | --- | --- |"]
+        lines += [f"| {p['candidate']} | " + ("-" if p["spearman"] is None else f"{p['spearman']:.3f}")
+                  + f" | {p['frames']} |" for p in ablations["sensitivity"]]
+        lines.append("")
     if ablations.get("propagation"):
         lines += ["**Fig. 8**: masks carried from raw keyframes, by PSNR of the carried frame", "",
                   "| PSNR dB | frames | mIoU |", "| --- | --- | --- |"]

@@ -11,29 +11,33 @@ from device_runtime.runtime import SELECTIONS, RuntimeConfig
 
 from .clips import Source
 from .frontier import common_accuracy, curves, rate_at, saving
-from .methods import (Coded, Context, Gated, Method, Plain, Setting, StacClosedLoop, StacOracle,
-                      StacUniform)
+from stac.tables import DEFAULT_LEVELS
+
+from .methods import (SWEEP_SPAN, Coded, Context, Gated, Method, Plain, Setting, StacBoundary, StacClosedLoop,
+                      StacOracle, StacUniform)
 from .scoring import Scorer, accuracy
 
 EVAL_SOURCES = ("carphone", "megamind", "vtest")  # disjoint from calibration's (bikes, bigbuckbunny)
 LEVELS = ("codec", "system")  # the default run; "ablation" adds the paper's Fig. 6-8
 TARGETS = (0.95, 0.97, 0.98)
 COMMON_MARGIN = 0.005
-# Sweeps, the same for every clip; every method gets 13 settings a similar step apart (a factor sqrt(2) in
-# B, ~3 in CRF). STAC's bound runs from the calibrated B up to 64 B: the calibrated set sits near the top of
-# the accuracy range on most content (calibration asks for 0.98 of raw accuracy).
-STAC_SCALES = tuple(2 ** (k / 2) for k in range(13))  # 1 .. 64
+# Sweeps, the same for every clip; every method gets 13-16 settings a similar step apart (a factor 1.3-1.4 in
+# B, ~3 in CRF). STAC goes through its knob, the bound of each request, at the L levels of the sweep set
+# (methods.SWEEP_SPAN): from the calibrated B, near the top of the accuracy range on most content
+# (calibration asks for 0.98 of raw accuracy), up to 64 B.
 GRACE_SCALES = tuple(2 ** (k / 2) for k in range(-6, 7))  # 1/8 .. 8: zeroing makes GRACE coarser at one B
 JPEG_QUALITIES = (5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 95)
 H264_CRFS = tuple(range(13, 50, 3))
 
 
-def stac_settings() -> list[Setting]:
-    return [Setting(f"scale={s:.3g}", "stac", s) for s in STAC_SCALES]
+def stac_settings(levels: int = DEFAULT_LEVELS) -> list[Setting]:
+    """The bounds of the sweep set's levels (B x SWEEP_SPAN^(l / (L - 1))), as multiples of B."""
+    scales = [SWEEP_SPAN ** (k / (levels - 1)) for k in range(levels)] if levels > 1 else [1.0]
+    return [Setting(f"scale={s:.3g}", "stac", s) for s in scales]
 
 
-def grace_settings(bound: float) -> list[Setting]:
-    return [Setting(f"b={bound * s:.4g}", "grace", s) for s in GRACE_SCALES]
+def grace_settings() -> list[Setting]:
+    return [Setting(f"scale={s:.3g}", f"grace:scale={s:.6g}") for s in GRACE_SCALES]
 
 
 def jpeg_settings(subsamplings: Sequence[str] = ("420", "444")) -> list[Setting]:
@@ -54,13 +58,14 @@ def stac_name(selection: str) -> str:
 def methods(level: str, ctx: Context) -> list[Method]:
     """The compared methods of a level; `stac` is the one the savings are computed for."""
     if level == "codec":
-        return [Plain("jpeg", jpeg_settings()), Plain("grace", grace_settings(ctx.tables.bound)),
+        return [Plain("jpeg", jpeg_settings()), Plain("grace", grace_settings()),
                 StacUniform(stac_name("uniform"), stac_settings()),
-                StacClosedLoop(stac_name("paper"), stac_settings()), StacOracle("stac-oracle", stac_settings()),
+                StacClosedLoop(stac_name("paper"), stac_settings()), StacBoundary(stac_name("boundary"), stac_settings()),
+                StacOracle("stac-oracle", stac_settings()),
                 Plain("h264", h264_settings())]
     if level == "system":
         return [Gated(stac_name(s), stac_settings(), s) for s in SELECTIONS] + [
-            Gated("grace", grace_settings(ctx.tables.bound)), Gated("jpeg", jpeg_settings(("420",))),
+            Gated("grace", grace_settings()), Gated("jpeg", jpeg_settings(("420",))),
             Plain("h264", h264_settings())]
     raise ValueError(f"unknown level {level!r} (known: {', '.join(LEVELS)})")
 

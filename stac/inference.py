@@ -43,6 +43,14 @@ def check_tables(tables: TableSet, onnx_dir: str | Path) -> None:
                          f"recalibrate or pass the matching --onnx-dir")
 
 
+def check_bound(bound: float) -> float:
+    """A requested loss bound, or ValueError: it must be a positive finite number (of float32's range)."""
+    value = float(bound)
+    if not (0 < value < 3e38):
+        raise ValueError(f"BOUND must be a positive finite number, got {bound}")
+    return value
+
+
 def session(path: str | Path, threads: int | None = None, providers: list[str] | None = None):
     import onnxruntime as ort
 
@@ -68,10 +76,11 @@ class HeadSession:
     def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None):
         self.session = session(path, threads, providers)
 
-    def run(self, frame: StacFrame, tables: TableSet) -> HeadResult:
+    def run(self, frame: StacFrame, tables: TableSet, bound: float | None = None) -> HeadResult:
+        """``bound``: what NEXT_LEVELS is selected against (default: the table set's B)."""
         mask, next_levels, cost, grad, loss = self.session.run(None, {
             "COEFFS": frame.coeffs, "LEVELS": frame.levels, "TABLES": tables.steps,
-            "BOUND": np.array([tables.bound], dtype=np.float32)})
+            "BOUND": np.array([check_bound(tables.bound if bound is None else bound)], dtype=np.float32)})
         return HeadResult(mask[:frame.height, :frame.width], next_levels, cost, grad, float(loss[0]))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tables import region_grid
+from .tables import region_sums
 
 
 def region_cost(grad: np.ndarray, tables: np.ndarray, region_blocks: int) -> np.ndarray:
@@ -20,10 +20,7 @@ def region_cost(grad: np.ndarray, tables: np.ndarray, region_blocks: int) -> np.
     n_levels = tables.shape[0]
     g = np.abs(grad, dtype=np.float64).transpose(1, 2, 0, 3).reshape(hb * wb, 3 * 64)
     block = (g @ tables.reshape(n_levels, 3 * 64).T.astype(np.float64) / 2).reshape(hb, wb, n_levels)
-    rh, rw = region_grid(hb, wb, region_blocks)
-    padded = np.zeros((rh * region_blocks, rw * region_blocks, n_levels))
-    padded[:hb, :wb] = block
-    return padded.reshape(rh, region_blocks, rw, region_blocks, n_levels).sum(axis=(1, 3))
+    return region_sums(block, region_blocks)
 
 
 def select_levels(cost: np.ndarray, bound: float) -> np.ndarray:

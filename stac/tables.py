@@ -49,6 +49,16 @@ def block_levels(levels: np.ndarray, hb: int, wb: int, region_blocks: int = DEFA
     return np.ascontiguousarray(grown[:hb, :wb], np.uint8)
 
 
+def region_sums(per_block: np.ndarray, region_blocks: int = DEFAULT_REGION_BLOCKS) -> np.ndarray:
+    """Per-block values [Hb, Wb, ...] -> their sums over each region [Rh, Rw, ...]; regions at the right and
+    bottom edges sum the blocks they hold."""
+    hb, wb = per_block.shape[:2]
+    rh, rw = region_grid(hb, wb, region_blocks)
+    padded = np.zeros((rh * region_blocks, rw * region_blocks, *per_block.shape[2:]), np.float64)
+    padded[:hb, :wb] = per_block
+    return padded.reshape(rh, region_blocks, rw, region_blocks, *per_block.shape[2:]).sum(axis=(1, 3))
+
+
 def _to_steps(q: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(q), MIN_STEP, MAX_STEP).astype(np.uint16)
 
@@ -169,7 +179,15 @@ class TableSet:
     def middle_level(self) -> int:
         """The level whose bound is B: it codes the first keyframe (paper Algorithm 2). L // 2 for a set
         centred on B; calibration may place B off-centre to span the accuracy range users want."""
-        return int(np.argmin(np.abs(np.log(self.bounds / self.bound))))
+        return self.level_for(self.bound)
+
+    def level_for(self, bound: float) -> int:
+        """The level whose bound is nearest ``bound`` on a log scale (the coarser one on a tie): the level a
+        keyframe coded at one level everywhere uses for a requested bound (``--bound``, ``--kbps``)."""
+        if not bound > 0:
+            raise ValueError(f"a loss bound must be positive, got {bound}")
+        distance = np.abs(np.log(self.bounds / bound))
+        return int(self.levels - 1 - np.argmin(distance[::-1]))
 
     @property
     def id(self) -> bytes:

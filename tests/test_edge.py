@@ -72,6 +72,26 @@ def test_stac_ensemble_equals_the_local_edge(server, local, scheme, carphone_fra
 
 
 @pytest.mark.parametrize("scheme", ["grpc", "http"])
+def test_a_requested_bound_steers_the_ensembles_levels(server, local, scheme, carphone_frames):
+    edge = TritonEdge(_url(server, scheme))
+    tables = TableSet.default()
+    (data, size), = _keyframes([carphone_frames[0]], tables)
+    for bound in (tables.bounds[0] * 1e-3, float(tables.bounds[5]), tables.bounds[-1] * 1e3):
+        remote, here = edge.segment(data, "stac", size, bound), local.segment(data, "stac", size, bound)
+        np.testing.assert_array_equal(remote.mask, here.mask)
+        np.testing.assert_array_equal(remote.next_levels, here.next_levels)
+    assert (edge.segment(data, "stac", size, tables.bounds[-1] * 1e6).next_levels == tables.levels - 1).all()
+    finest = edge.segment(data, "stac", size, tables.bounds[0] * 1e-6).next_levels
+    assert finest.mean() < edge.segment(data, "stac", size).next_levels.mean()  # ties aside, the finest level
+    for bad in (-1.0, 0.0, float("nan"), float("inf")):
+        with pytest.raises(EdgeError, match="BOUND must be a positive finite number"):
+            edge.segment(data, "stac", size, bad)
+    np.testing.assert_array_equal(edge.segment(data, "stac", size).next_levels,  # the set's B when not asked
+                                  local.segment(data, "stac", size).next_levels)
+    edge.close()
+
+
+@pytest.mark.parametrize("scheme", ["grpc", "http"])
 def test_bad_bitstreams_get_error_responses_and_the_server_keeps_serving(server, local, scheme, carphone_frames):
     edge = TritonEdge(_url(server, scheme))
     (data, size), = _keyframes([carphone_frames[0]], TableSet.default())

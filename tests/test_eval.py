@@ -1,4 +1,5 @@
 """stac-bench eval: the equal-accuracy comparison, the loaders, byte accounting, and a small real run."""
+import dataclasses
 import json
 import math
 
@@ -13,7 +14,9 @@ from evaluation.ablations import AnyRegionEdge
 from evaluation.clips import Clip, load_source
 from evaluation.datasets import CamVid, Cityscapes
 from evaluation.frontier import pareto, rate_at, saving
-from evaluation.methods import Context, Gated, Setting, StacClosedLoop, StacOracle
+from evaluation.methods import Context, Gated, Setting, StacClosedLoop, StacOracle, StacUniform
+from evaluation.run import stac_settings
+from evaluation.sensitivity import CANDIDATES, predictions, ranks, spearman
 from stac.codec import make_codec, read_stac
 from stac.select import next_levels
 from stac.tables import TableSet
@@ -100,15 +103,16 @@ class Counting(LocalEdge):
 
     received: list
 
-    def segment(self, data, kind, size):
+    def segment(self, data, kind, size, bound=None):
         self.received.append(len(data))
-        return super().segment(data, kind, size)
+        self.bounds.append(bound)
+        return super().segment(data, kind, size, bound)
 
 
 @pytest.fixture(scope="module")
 def ctx(exported):
     edge = Counting(exported("selfie"), TableSet.default())
-    edge.received = []
+    edge.received, edge.bounds = [], []
     return Context(edge, TableSet.default())
 
 
@@ -119,10 +123,15 @@ def clip(carphone_frames):
 
 def test_bytes_counted_are_the_bytes_the_edge_received(ctx, clip):
     indices = [0, 1, 2, 3]
-    for method in (StacClosedLoop("stac", []), Gated("stac", [])):
+    knob = ctx.tables.bound * 2.0
+    for method, asked in ((StacClosedLoop("stac", []), None), (StacUniform("stac", []), knob),
+                          (Gated("stac", []), knob), (Gated("stac", [], "paper"), None)):
         ctx.edge.received.clear()
+        ctx.edge.bounds.clear()
         coded = method.run(ctx, clip, indices, set(indices), Setting("scale=2", "stac", 2.0))
         assert coded.bytes == sum(ctx.edge.received) == sum(coded.sizes) > 0
+        # uniform: the knob in every request; the paper's selection: a set around the bound, and its own B
+        assert ctx.edge.bounds == [asked] * len(ctx.edge.received)
         assert len(coded.sizes) == coded.offloaded and set(coded.masks) == set(indices)
     # the oracle's probe is not sent by a device: only the final coding counts
     ctx.edge.received.clear()
@@ -159,8 +168,9 @@ def test_eval_end_to_end(exported, tmp_path):
     keys = {"level", "method", "setting", "source", "bytes_per_frame", "kbps", "miou", "offloaded_fps", "fg_iou"}
     assert doc["points"] and all(keys <= set(p) for p in doc["points"])
     methods = {(p["level"], p["method"]) for p in doc["points"]}
-    assert methods == {("codec", m) for m in ("jpeg", "grace", "stac", "stac-paper", "stac-oracle", "h264")} | {
-        ("system", m) for m in ("stac", "stac-paper", "grace", "jpeg", "h264")}
+    assert methods == {("codec", m) for m in ("jpeg", "grace", "stac", "stac-paper", "stac-boundary", "stac-oracle",
+                                              "h264")} | {
+        ("system", m) for m in ("stac", "stac-paper", "stac-boundary", "grace", "jpeg", "h264")}
     assert all(0 <= p["miou"] <= 1 and p["bytes_per_frame"] > 0 for p in doc["points"])
     codec_frames = {p["frames"] for p in doc["points"] if p["level"] == "codec"}
     system_frames = {p["frames"] for p in doc["points"] if p["level"] == "system"}
@@ -228,3 +238,42 @@ def test_eval_ablations(exported, tmp_path):
     assert ablations["propagation"] and all(0 <= p["miou"] <= 1 and p["frames"] > 0 for p in ablations["propagation"])
     for name in ("levels", "regions", "propagation", "threshold_rate", "threshold_miou"):
         assert (out / f"ablation_{name}.png").stat().st_size > 0
+    assert [p["candidate"] for p in ablations["sensitivity"]] == list(CANDIDATES)
+    assert all(p["spearman"] is None or -1 <= p["spearman"] <= 1 for p in ablations["sensitivity"])
+    assert "Region sensitivity" in (out / "report.md").read_text()
+
+
+def test_spearman_on_known_values():
+    assert spearman(np.array([3, 1, 2]), np.array([30, 10, 20])) == pytest.approx(1.0)
+    assert spearman(np.array([3, 1, 2]), np.array([-3, -1, -2])) == pytest.approx(-1.0)
+    np.testing.assert_array_equal(ranks(np.array([5, 0, 0, 7])), [2, 0.5, 0.5, 3])  # ties share their mean
+    # ranks (0.5, 0.5, 2, 3) against (0, 1, 2, 3): Pearson of the ranks
+    assert spearman(np.array([0, 0, 1, 2]), np.arange(4)) == pytest.approx(np.corrcoef([0.5, 0.5, 2, 3],
+                                                                                      np.arange(4))[0, 1])
+    assert spearman(np.zeros(4), np.arange(4)) is None
+
+
+def test_the_papers_candidate_is_the_heads_region_cost(exported, carphone_frames):
+    tables = TableSet.default()
+    edge = LocalEdge(exported("selfie"), tables)
+    result = edge.head.run(read_stac(make_codec("stac:level=3", tables).encode(carphone_frames[0]), tables), tables)
+    steps = tables.tables.astype(np.float64)
+    found = predictions(result.grad, result.mask, steps[3], steps[6], tables.region_blocks,
+                        result.next_levels.shape)
+    np.testing.assert_allclose(found["paper"], result.region_cost[..., 6], rtol=1e-4)
+    assert set(found) == set(CANDIDATES) and all(v.shape == result.next_levels.shape for v in found.values())
+
+
+def test_stac_is_swept_through_its_knob_over_the_sweep_sets_levels(ctx):
+    sweep = ctx.sweep_tables()
+    assert sweep.levels == ctx.tables.levels and sweep.bound == ctx.tables.bound
+    assert sweep.bounds[0] == pytest.approx(sweep.bound) and sweep.bounds[-1] == pytest.approx(64 * sweep.bound)
+    settings = stac_settings()
+    points = [ctx.operating_point(s, centred=False) for s in settings]
+    assert all(t is sweep for t, _ in points)
+    assert [sweep.level_for(bound) for _, bound in points] == list(range(sweep.levels))
+    fewer = dataclasses.replace(ctx, levels=4, _sweep={}).sweep_tables()
+    assert fewer.levels == 4 and fewer.bounds[-1] == pytest.approx(sweep.bounds[-1])
+    around, bound = ctx.operating_point(settings[5], centred=True)
+    assert bound is None and around.bound == pytest.approx(ctx.tables.bound * settings[5].scale)
+    np.testing.assert_allclose(around.bounds / around.bound, ctx.tables.bounds / ctx.tables.bound)

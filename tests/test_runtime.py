@@ -79,17 +79,18 @@ class Recording(LocalEdge):
 
     def __init__(self, *args, fail_every=0, hang_every=0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.sent, self.calls, self.fail_every, self.hang_every = [], 0, fail_every, hang_every
+        self.sent, self.bounds, self.calls, self.fail_every, self.hang_every = [], [], 0, fail_every, hang_every
         self.release = threading.Event()
 
-    def segment(self, data, kind, size):
+    def segment(self, data, kind, size, bound=None):
         self.calls += 1
         self.sent.append(len(data))
+        self.bounds.append(bound)
         if self.fail_every and self.calls % self.fail_every == 0:
             raise EdgeError("injected failure")
         if self.hang_every and self.calls % self.hang_every == 0:
             self.release.wait(30)  # a request the edge never answers in time
-        return super().segment(data, kind, size)
+        return super().segment(data, kind, size, bound)
 
 
 @pytest.mark.parametrize("sync", [True, False])

@@ -18,11 +18,14 @@ from .transform import blocks_for, dct_quantize
 class GraceCodec(Codec):
     name = "grace"
     ext = ".jpg"
-    options = {"b": float}
+    options = {"b": float, "scale": float}
 
-    def __init__(self, tables: TableSet, b: float | None = None):
+    def __init__(self, tables: TableSet, b: float | None = None, scale: float | None = None):
+        """b: GRACE's loss bound; scale: the bound as a multiple of the table set's B (default: B)."""
+        if b is not None and scale is not None:
+            raise ValueError("give GRACE a bound b or a scale of the table set's B, not both")
         self.tables = tables
-        self.bound = tables.bound if b is None else b
+        self.bound = b if b is not None else tables.bound * (1.0 if scale is None else scale)
         if not self.bound > 0:
             raise ValueError(f"GRACE bound must be positive, got {self.bound}")
         self.table = grace_table(tables.gradients, tables.magnitudes, self.bound, tables.num_coeffs)

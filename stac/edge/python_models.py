@@ -15,7 +15,7 @@ import triton_python_backend_utils as pb_utils  # provided by the python backend
 from ..codec.bitstream import read_stac
 from ..codec.jpeg import decode_jpeg
 from ..codec.transform import pad_to_multiple
-from ..inference import session
+from ..inference import check_bound, session
 from ..tables import TableSet
 
 
@@ -50,8 +50,20 @@ def _serve(requests, handle):
     return responses
 
 
+def _bound(request, default: float) -> float:
+    """The request's optional BOUND (FP32 [1]), or ``default``."""
+    tensor = pb_utils.get_input_tensor_by_name(request, "BOUND")
+    if tensor is None:
+        return default
+    value = tensor.as_numpy().reshape(-1)
+    if value.size != 1:
+        raise ValueError(f"BOUND must hold exactly one element, got {value.size}")
+    return check_bound(value[0])
+
+
 class StacDecode:
-    """BITSTREAM (BYTES [1]) -> COEFFS, LEVELS, and the TABLES and BOUND of the set it was coded with."""
+    """BITSTREAM (BYTES [1]), optional BOUND (FP32 [1]) -> COEFFS, LEVELS, the TABLES of the set it was coded
+    with, and BOUND: the request's, or that set's B."""
 
     def initialize(self, args):
         folder = _model_dir(args)
@@ -61,7 +73,7 @@ class StacDecode:
     def _handle(self, request):
         frame = read_stac(_bitstream(request), self.tables, max_pixels=self.max_pixels)
         return {"COEFFS": frame.coeffs, "LEVELS": frame.levels, "TABLES": frame.tables.steps,
-                "BOUND": np.array([frame.tables.bound], np.float32)}
+                "BOUND": np.array([_bound(request, frame.tables.bound)], np.float32)}
 
     def execute(self, requests):
         return _serve(requests, self._handle)

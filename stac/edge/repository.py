@@ -3,7 +3,8 @@
 Models:
 - ``stac_decode`` (python): BITSTREAM BYTES [1] -> COEFFS, LEVELS, TABLES, BOUND (from the table sets it holds);
 - ``stac_head`` (ONNX): the STAC head;
-- ``stac`` (ensemble): BITSTREAM -> MASK [8Hb, 8Wb], NEXT_LEVELS;
+- ``stac`` (ensemble): BITSTREAM, optional BOUND -> MASK [8Hb, 8Wb], NEXT_LEVELS (selected against BOUND, default
+  the table set's B);
 - ``segment`` (ONNX): IMAGE uint8 [H, W, 3] -> MASK;
 - ``jpeg_decode`` (python) and ``jpeg_segment`` (ensemble): BITSTREAM (baseline JPEG) -> MASK [H', W'].
 ``backend="onnxruntime"`` writes native onnxruntime-backend configs with GPU instances (NGC container);
@@ -28,7 +29,8 @@ HEAD_IO = {
                ("GRAD", "FP32", [3, -1, -1, 64]), ("LOSS", "FP32", [1])],
 }
 SEGMENT_IO = {"input": [("IMAGE", "UINT8", [-1, -1, 3])], "output": [("MASK", "UINT8", [-1, -1])]}
-DECODE_IO = {"input": [("BITSTREAM", "STRING", [1])],
+OPTIONAL = True
+DECODE_IO = {"input": [("BITSTREAM", "STRING", [1]), ("BOUND", "FP32", [1], OPTIONAL)],
              "output": [("COEFFS", "INT16", [3, -1, -1, 64]), ("LEVELS", "UINT8", [-1, -1]),
                         ("TABLES", "FP32", [-1, 3, 64]), ("BOUND", "FP32", [1])]}
 JPEG_DECODE_IO = {"input": [("BITSTREAM", "STRING", [1])], "output": [("IMAGE", "UINT8", [-1, -1, 3])]}
@@ -37,8 +39,9 @@ ADAPTERS = {"stac_decode": "StacDecode", "jpeg_decode": "JpegDecode", "stac_head
 
 
 def _tensors(kind: str, specs) -> str:
-    return "\n".join(f'{kind} {{ name: "{n}" data_type: TYPE_{t} dims: [ {", ".join(map(str, d))} ] }}'
-                     for n, t, d in specs)
+    """specs: (name, type, dims[, optional])."""
+    return "\n".join(f'{kind} {{ name: "{n}" data_type: TYPE_{t} dims: [ {", ".join(map(str, d))} ]'
+                     f'{" optional: true" if rest and rest[0] else ""} }}' for n, t, d, *rest in specs)
 
 
 def _parameters(params: dict[str, str]) -> str:
@@ -103,7 +106,7 @@ def write_repository(repo: str | Path, onnx_dir: str | Path, tables: TableSet, b
             config = model_config(name, "onnxruntime", io, instances="KIND_GPU" if gpu else "KIND_CPU")
         _write(repo, name, config, files)
     _write(repo, "stac", ensemble_config("stac", {"input": DECODE_IO["input"], "output": HEAD_IO["output"][:2]}, [
-        ("stac_decode", {"BITSTREAM": "BITSTREAM"},
+        ("stac_decode", {"BITSTREAM": "BITSTREAM", "BOUND": "BOUND"},
          {"COEFFS": "coeffs", "LEVELS": "levels", "TABLES": "tables", "BOUND": "bound"}),
         ("stac_head", {"COEFFS": "coeffs", "LEVELS": "levels", "TABLES": "tables", "BOUND": "bound"},
          {"MASK": "MASK", "NEXT_LEVELS": "NEXT_LEVELS"}),

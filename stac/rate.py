@@ -1,0 +1,72 @@
+"""Rate control: the loss bound B of each STAC keyframe, steered so the uplink meets a bitrate budget.
+
+The bound is STAC's one knob: coded at one level everywhere, a keyframe uses the level nearest the bound;
+with the paper's selection the edge picks the next level map against it (BOUND in the request). A
+keyframe's size falls as a power of its bound, size = c * bound ** -ALPHA. The controller keeps a running
+estimate of log c from the keyframes it has seen, and asks each keyframe for the bound whose predicted size
+is its share of the budget: the budget rate times the keyframe interval seen lately, minus whatever the
+uplink is over budget so far, repaid over HORIZON seconds. Time is video time (frame index / fps), so a
+synchronous run steers the same way however fast the machine is.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+from .tables import TableSet
+
+# bytes ~ bound ** -ALPHA: JPEG-coded keyframes at STAC's levels, measured over bounds B .. 64 B with
+# `stac-bench eval` (codec level, carphone, megamind, vtest: 0.61-0.66). Feedback corrects the rest.
+ALPHA = 0.65
+HORIZON = 2.0  # seconds over which a budget overrun (or underrun) is repaid
+SMOOTHING = 0.5  # weight of the newest keyframe in the estimate of log c
+WINDOW = 8  # keyframe intervals averaged for the expected interval
+MIN_SHARE = 0.25  # a keyframe's share never falls below this fraction of the budget rate x interval
+
+
+class RateController:
+    """bound() for the next keyframe; update() with what it cost. Budget in Kbps, clock in frames at ``fps``."""
+
+    def __init__(self, kbps: float, fps: float, tables: TableSet):
+        if not (kbps > 0 and math.isfinite(kbps)):
+            raise ValueError(f"a bitrate budget must be a positive number of Kbps, got {kbps}")
+        if not (fps > 0 and math.isfinite(fps)):
+            raise ValueError(f"the frame rate must be positive, got {fps}")
+        self.rate = kbps * 1e3 / 8  # bytes per second
+        self.fps = fps
+        self.lowest, self.highest = float(np.log(tables.bounds[0])), float(np.log(tables.bounds[-1]))
+        self.log_bound = float(np.log(tables.bound))
+        self.log_c: float | None = None
+        self.sent = 0
+        self.last_time: float | None = None
+        self.intervals: deque[float] = deque(maxlen=WINDOW)
+
+    def bound(self) -> float:
+        return float(np.exp(self.log_bound))
+
+    def update(self, frame_index: int, nbytes: int, bound: float) -> None:
+        """Keyframe ``frame_index`` was coded at ``bound`` into ``nbytes``: choose the next keyframe's bound."""
+        now = (frame_index + 1) / self.fps  # the budget includes this frame's time
+        if self.last_time is not None:
+            self.intervals.append(max(now - self.last_time, 1 / self.fps))
+        self.last_time = now
+        self.sent += nbytes
+        observed = math.log(max(nbytes, 1)) + ALPHA * math.log(bound)
+        self.log_c = observed if self.log_c is None else (1 - SMOOTHING) * self.log_c + SMOOTHING * observed
+        interval = float(np.mean(self.intervals)) if self.intervals else 1 / self.fps
+        overrun = self.sent - self.rate * now
+        share = max(interval * (self.rate - overrun / HORIZON), MIN_SHARE * self.rate * interval)
+        wanted = (self.log_c - math.log(share)) / ALPHA
+        self.log_bound = min(max(wanted, self.lowest), self.highest)
+
+
+def tracking_error(sent: list[int], fps: float, kbps: float) -> dict:
+    """How well an uplink met its budget: bytes sent at each frame -> the whole run's relative error
+    (achieved / budget - 1) and the RMS of that error over consecutive 2-second spans."""
+    per_window = max(1, round(2.0 * fps))
+    spans = [sent[i:i + per_window] for i in range(0, len(sent) - per_window + 1, per_window)]
+    errors = [sum(s) * 8 / 1e3 / (len(s) / fps) / kbps - 1 for s in spans]
+    return {"kbps_target": kbps, "rate_error": sum(sent) * 8 / 1e3 / (len(sent) / fps) / kbps - 1 if sent else None,
+            "rate_error_2s": float(np.sqrt(np.mean(np.square(errors)))) if errors else None}
