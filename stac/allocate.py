@@ -3,7 +3,7 @@ estimate, whose predicted mask change stays within what one level everywhere wou
 
 Sensitivity: where the mask can change. Measured on the evaluation clips (`stac-bench eval --levels
 ablation`, region sensitivity), the boundary pixels of the mask rank regions by the mask change coarsening
-brings far better (Spearman 0.94-0.97) than the gradient costs of the paper (0.30-0.50). The device holds a
+brings far better (Spearman 0.94) than the gradient costs of the paper (0.43). The device holds a
 mask for the frame it is about to code (the newest answer carried by flow), so it needs nothing more from the
 edge. A region's sensitivity is its boundary pixel count over the region grown by MARGIN px, floored at FLOOR
 x the mean so that regions without a boundary still count; its predicted change at level l is
