@@ -202,6 +202,18 @@ class StacBoundary(Stac):
                                codec.level)
 
 
+class StacBoundaryOracle(Stac):
+    """`stac-boundary` with the edge's mask of the same frame (coded once at one level to ask; only the final
+    coding counted): what the allocation gives when the mask it relies on is not carried from an older frame.
+    The gap to `stac-boundary` is what closing the loop could win."""
+
+    def levels(self, ctx, codec, edge, clip, index, previous, bound):
+        frame = clip.frames[index]
+        probe = codec.encode_levels(frame, codec.uniform_levels(*frame.shape[:2]))
+        return boundary_levels(frame, edge.segment(probe, "stac", frame.shape[:2], bound).mask, codec.tables,
+                               codec.level)
+
+
 def flow_map(previous: np.ndarray, frame: np.ndarray, ctx: Context) -> np.ndarray:
     """``frame``'s pixels -> their positions in ``previous`` at the processing size, by DIS flow as the runtime
     computes it."""

@@ -117,15 +117,24 @@ def _rate(value: float | None, status: str) -> str:
     return f"{value:.1f}" if value is not None else status
 
 
+def _interval(s: dict) -> str:
+    """The bootstrap interval of a saving, when there is one."""
+    if s.get("saving_low") is None:
+        return ""
+    return f" [{s['saving_low'] * 100:+.1f}, {s['saving_high'] * 100:+.1f}]"
+
+
 def headline(evaluation: Evaluation, source: str) -> str:
-    """Markdown: per level, the Kbps each method needs at each target and STAC's saving against it."""
+    """Markdown: per level, the Kbps each method needs at each target and STAC's saving against it (codec level:
+    with its 90% frame-bootstrap interval)."""
     lines = []
     for level in ("system", "codec"):
         rows = [s for s in evaluation.savings if s["level"] == level and s["source"] == source]
         if not rows:
             continue
         targets = sorted({s["target"] for s in rows})
-        lines += [f"**{level} level** ({source}): Kbps needed at equal mIoU; saving = 1 - stac / method", "",
+        spread = " [its 90% frame-bootstrap interval, %]" if any(s.get("saving_low") is not None for s in rows) else ""
+        lines += [f"**{level} level** ({source}): Kbps needed at equal mIoU; saving = 1 - stac / method{spread}", "",
                   "| method | " + " | ".join(f"mIoU {t:g}" for t in targets) + " |",
                   "| --- |" + " --- |" * len(targets)]
         stac = {s["target"]: (s["rate_stac"], s["status_stac"]) for s in rows}
@@ -134,7 +143,7 @@ def headline(evaluation: Evaluation, source: str) -> str:
             cells = []
             for t in targets:
                 s = next(r for r in rows if r["method"] == method and r["target"] == t)
-                saving = "" if s["saving"] is None else f" ({s['saving']:+.1%})"
+                saving = "" if s["saving"] is None else f" ({s['saving']:+.1%}{_interval(s)})"
                 cells.append(_rate(s["rate_other"], s["status_other"]) + saving)
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")

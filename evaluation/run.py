@@ -9,12 +9,13 @@ import numpy as np
 
 from device_runtime.runtime import SELECTIONS, RuntimeConfig
 
+from .bootstrap import FrameSamples, intervals
 from .clips import Source
 from .frontier import common_accuracy, curves, rate_at, saving
 from stac.tables import DEFAULT_LEVELS
 
-from .methods import (SWEEP_SPAN, Coded, Context, Gated, Method, Plain, Setting, StacBoundary, StacClosedLoop,
-                      StacOracle, StacUniform)
+from .methods import (SWEEP_SPAN, Coded, Context, Gated, Method, Plain, Setting, StacBoundary,
+                      StacBoundaryOracle, StacClosedLoop, StacOracle, StacUniform)
 from .scoring import Scorer, accuracy
 
 EVAL_SOURCES = ("carphone", "megamind", "vtest")  # disjoint from calibration's (bikes, bigbuckbunny)
@@ -60,8 +61,10 @@ def methods(level: str, ctx: Context) -> list[Method]:
     if level == "codec":
         return [Plain("jpeg", jpeg_settings()), Plain("grace", grace_settings()),
                 StacUniform(stac_name("uniform"), stac_settings()),
-                StacClosedLoop(stac_name("paper"), stac_settings()), StacBoundary(stac_name("boundary"), stac_settings()),
+                StacClosedLoop(stac_name("paper"), stac_settings()),
+                StacBoundary(stac_name("boundary"), stac_settings()),
                 StacOracle("stac-oracle", stac_settings()),
+                StacBoundaryOracle("stac-boundary-oracle", stac_settings()),
                 Plain("h264", h264_settings())]
     if level == "system":
         return [Gated(stac_name(s), stac_settings(), s) for s in SELECTIONS] + [
@@ -107,6 +110,8 @@ class Evaluation:
     savings: list[dict] = field(default_factory=list)
     timing: list[dict] = field(default_factory=list)  # seconds per source and level
     ablations: dict = field(default_factory=dict)
+    # codec level: source -> (method, setting) -> each clip's frames, for the bootstrap (not written out)
+    samples: dict[str, dict[tuple[str, str], list[FrameSamples]]] = field(default_factory=dict)
 
     @property
     def main_source(self) -> str:
@@ -133,9 +138,12 @@ def work(levels: Sequence[str], ctx: Context, sources: Sequence[Source]) -> int:
 
 
 def sweep(level: str, method_list: Sequence[Method], ctx: Context, scorer: Scorer, sources: Sequence[Source],
-          step: int, tick: Callable[[], None] = lambda: None) -> tuple[list[dict], list[dict]]:
+          step: int, tick: Callable[[], None] = lambda: None,
+          samples: dict[str, dict[tuple[str, str], list[FrameSamples]]] | None = None) -> tuple[list[dict], list[dict]]:
     """Every method at every setting on every clip -> (points per source and pooled over all sources,
-    seconds per source). The codec level codes every ``step``-th frame, the system level all of them."""
+    seconds per source). The codec level codes every ``step``-th frame, the system level all of them.
+    ``samples`` (codec level) collects each scored frame's bytes and confusion, per source and pooled, for the
+    bootstrap."""
     points, timing = [], []
     pooled: dict[tuple[str, str], Tally] = {}
     for source in sources:
@@ -145,8 +153,15 @@ def sweep(level: str, method_list: Sequence[Method], ctx: Context, scorer: Score
                 tally = Tally()
                 for clip in source.clips:
                     indices = list(range(len(clip.frames))) if level == "system" else clip.sample(step)
-                    coded = method.run(ctx, clip, indices, set(clip.scored(indices)), setting)
-                    confusion = scorer.confusion(clip, coded.masks)
+                    scored = clip.scored(indices)
+                    coded = method.run(ctx, clip, indices, set(scored), setting)
+                    per_frame = np.stack([scorer.confusion(clip, {i: coded.masks[i]}) for i in scored])
+                    confusion = per_frame.sum(axis=0)
+                    if samples is not None:
+                        frames = FrameSamples(clip.fps, np.array([coded.sizes[indices.index(i)] for i in scored]),
+                                              per_frame)
+                        for name in {source.name, main_source([s.name for s in sources])}:
+                            samples.setdefault(name, {}).setdefault((method.name, setting.label), []).append(frames)
                     tally.add(coded, clip.fps, confusion)
                     pooled.setdefault((method.name, setting.label), Tally()).add(coded, clip.fps, confusion)
                     tick()
@@ -161,22 +176,28 @@ def compare(evaluation: Evaluation, targets: Sequence[float], rate_key: str = "k
     """Savings of `stac` against every other method at each level, source and accuracy target. When some
     method never reaches the lowest target (the PSNR-gated ones are capped by propagation), the methods are
     also compared COMMON_MARGIN below the highest accuracy every method reaches, so each level has a
-    like-for-like row; at the cap itself +-0.002 of noise in mIoU would decide the rates."""
+    like-for-like row; at the cap itself +-0.002 of noise in mIoU would decide the rates. Codec-level savings
+    get a frame-bootstrap interval (`bootstrap.py`)."""
     for level, source in dict.fromkeys((p["level"], p["source"]) for p in evaluation.points):
         groups = curves((p for p in evaluation.points if p["level"] == level and p["source"] == source), rate_key)
         if "stac" not in groups:
             continue
         common = common_accuracy(groups, COMMON_MARGIN)
-        for target in sorted({*targets, common} if common < min(targets) else set(targets)):
+        compared = sorted({*targets, common} if common < min(targets) else set(targets))
+        spread = intervals(evaluation.samples[source], compared) if level == "codec" and evaluation.samples else {}
+        for target in compared:
             stac = rate_at(groups["stac"], target)
             for method, points in groups.items():
                 if method == "stac":
                     continue
                 other = rate_at(points, target)
+                interval = spread.get((method, target), {})
                 evaluation.savings.append({"level": level, "source": source, "target": target, "method": method,
                                            "rate_stac": stac.rate, "rate_other": other.rate,
                                            "status_stac": stac.status, "status_other": other.status,
-                                           "saving": saving(stac.rate, other.rate)})
+                                           "saving": saving(stac.rate, other.rate),
+                                           "saving_low": interval.get("low"), "saving_high": interval.get("high"),
+                                           "reached": interval.get("reached")})
 
 
 def evaluate(ctx: Context, scorer: Scorer, sources: Sequence[Source], *, model: str, levels: Sequence[str] = LEVELS,
@@ -197,7 +218,8 @@ def evaluate(ctx: Context, scorer: Scorer, sources: Sequence[Source], *, model: 
                                                  graph_region_blocks or ctx.tables.region_blocks, tick)
             evaluation.timing.append({"level": level, "source": "all", "seconds": time.perf_counter() - started})
             continue
-        points, timing = sweep(level, methods(level, ctx), ctx, scorer, sources, step, tick)
+        points, timing = sweep(level, methods(level, ctx), ctx, scorer, sources, step, tick,
+                               evaluation.samples if level == "codec" else None)
         evaluation.points += points
         evaluation.timing += timing
     compare(evaluation, targets)

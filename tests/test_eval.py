@@ -14,7 +14,9 @@ from evaluation.ablations import AnyRegionEdge
 from evaluation.clips import Clip, load_source
 from evaluation.datasets import CamVid, Cityscapes
 from evaluation.frontier import pareto, rate_at, saving
-from evaluation.methods import Context, Gated, Setting, StacClosedLoop, StacOracle, StacUniform
+from evaluation.methods import (Context, Gated, Setting, StacBoundaryOracle, StacClosedLoop, StacOracle,
+                                StacUniform)
+from evaluation.bootstrap import FrameSamples, intervals
 from evaluation.run import stac_settings
 from evaluation.sensitivity import CANDIDATES, predictions, ranks, spearman
 from stac.codec import make_codec, read_stac
@@ -133,10 +135,11 @@ def test_bytes_counted_are_the_bytes_the_edge_received(ctx, clip):
         # uniform: the knob in every request; the paper's selection: a set around the bound, and its own B
         assert ctx.edge.bounds == [asked] * len(ctx.edge.received)
         assert len(coded.sizes) == coded.offloaded and set(coded.masks) == set(indices)
-    # the oracle's probe is not sent by a device: only the final coding counts
-    ctx.edge.received.clear()
-    coded = StacOracle("stac-oracle", []).run(ctx, clip, indices, set(indices), Setting("scale=1", "stac"))
-    assert coded.bytes == sum(ctx.edge.received[1::2])
+    # the oracles' probes are not sent by a device: only the final coding counts
+    for oracle in (StacOracle("stac-oracle", []), StacBoundaryOracle("stac-boundary-oracle", [])):
+        ctx.edge.received.clear()
+        coded = oracle.run(ctx, clip, indices, set(indices), Setting("scale=1", "stac"))
+        assert coded.bytes == sum(ctx.edge.received[1::2])
 
 
 def test_any_region_edge_matches_the_head_at_its_own_region_size(exported, carphone_frames):
@@ -169,7 +172,7 @@ def test_eval_end_to_end(exported, tmp_path):
     assert doc["points"] and all(keys <= set(p) for p in doc["points"])
     methods = {(p["level"], p["method"]) for p in doc["points"]}
     assert methods == {("codec", m) for m in ("jpeg", "grace", "stac", "stac-paper", "stac-boundary", "stac-oracle",
-                                              "h264")} | {
+                                              "stac-boundary-oracle", "h264")} | {
         ("system", m) for m in ("stac", "stac-paper", "stac-boundary", "grace", "jpeg", "h264")}
     assert all(0 <= p["miou"] <= 1 and p["bytes_per_frame"] > 0 for p in doc["points"])
     codec_frames = {p["frames"] for p in doc["points"] if p["level"] == "codec"}
@@ -184,7 +187,10 @@ def test_eval_end_to_end(exported, tmp_path):
     assert point["bytes"] == sum(len(make_codec(spec).encode(frames[i])) for i in (0, 2, 4))
     assert point["kbps"] == pytest.approx(point["bytes"] * 8 / 1e3 / (3 / 30.0), rel=1e-3)
     assert {s["level"] for s in doc["savings"]} == {"codec", "system"}
-    assert all({"target", "method", "rate_stac", "rate_other", "saving"} <= set(s) for s in doc["savings"])
+    assert all({"target", "method", "rate_stac", "rate_other", "saving", "saving_low", "saving_high"} <= set(s)
+               for s in doc["savings"])
+    codec = [s for s in doc["savings"] if s["level"] == "codec" and s["saving_low"] is not None]
+    assert codec and all(s["saving_low"] <= s["saving_high"] and 0 < s["reached"] <= 1 for s in codec)
     for name in ("results.csv", "report.md", "codec_carphone.png", "system_carphone.png", "table1_system.png"):
         assert (out / name).stat().st_size > 0
     assert "codec level" in result.output
@@ -277,3 +283,31 @@ def test_stac_is_swept_through_its_knob_over_the_sweep_sets_levels(ctx):
     around, bound = ctx.operating_point(settings[5], centred=True)
     assert bound is None and around.bound == pytest.approx(ctx.tables.bound * settings[5].scale)
     np.testing.assert_allclose(around.bounds / around.bound, ctx.tables.bounds / ctx.tables.bound)
+
+
+def _frames(rng, n, nbytes, error):
+    """n frames of 100 pixels each, about ``error`` of them wrong, each costing about ``nbytes``."""
+    wrong = rng.binomial(100, error, n)
+    confusion = np.zeros((n, 2, 2), np.int64)
+    confusion[:, 0, 0], confusion[:, 1, 1], confusion[:, 0, 1] = 50, 50 - wrong, wrong
+    return FrameSamples(30.0, (nbytes * rng.uniform(0.5, 1.5, n)).astype(int), confusion)
+
+
+def test_the_bootstrap_interval_of_a_known_saving():
+    rng = np.random.default_rng(1)
+    cheap, dear = [_frames(rng, 30, 1000, 0.1), _frames(rng, 20, 1000, 0.1)], [_frames(rng, 30, 2000, 0.01),
+                                                                               _frames(rng, 20, 2000, 0.01)]
+    scaled = [[FrameSamples(c.fps, c.bytes * 5 // 4, c.confusion) for c in clips] for clips in (cheap, dear)]
+    samples = {("stac", "a"): cheap, ("stac", "b"): dear, ("other", "a"): scaled[0], ("other", "b"): scaled[1],
+               ("same", "a"): cheap, ("same", "b"): dear}
+    found = intervals(samples, [0.9], resamples=50)
+    # the other method pays 25% more for every frame: STAC saves 20% in every resample where both reach 0.9
+    assert found[("other", 0.9)]["low"] == pytest.approx(0.2, abs=0.01)
+    assert found[("other", 0.9)]["high"] == pytest.approx(0.2, abs=0.01)
+    assert found[("same", 0.9)]["low"] == found[("same", 0.9)]["high"] == 0.0  # paired: no spread at all
+    assert 0 < found[("other", 0.9)]["reached"] <= 1
+    noisy = {("stac", "a"): cheap, ("stac", "b"): dear,
+             ("other", "a"): [_frames(rng, 30, 1200, 0.1), _frames(rng, 20, 1200, 0.1)],
+             ("other", "b"): [_frames(rng, 30, 2400, 0.01), _frames(rng, 20, 2400, 0.01)]}
+    spread = intervals(noisy, [0.95], resamples=100)[("other", 0.95)]
+    assert spread["low"] < spread["high"]  # independent frames: a real interval
