@@ -197,9 +197,9 @@ class Runtime:
 
     # -- frame side --------------------------------------------------------------------------------------
 
-    def _bound(self) -> float | None:
-        """The loss bound asked of this keyframe; None leaves the edge at its table set's B."""
-        return self.rate.bound() if self.rate else self.config.bound
+    def _bound(self, index: int) -> float | None:
+        """The loss bound asked of keyframe ``index``; None leaves the edge at its table set's B."""
+        return self.rate.bound(index) if self.rate else self.config.bound
 
     def _next_levels(self, bound: float | None, frame: np.ndarray) -> np.ndarray:
         a = self.answered
@@ -255,7 +255,7 @@ class Runtime:
                            levels if levels is not None else (self.answered.levels if self.answered else None))
 
     def _offload(self, index: int, frame: np.ndarray, small: np.ndarray) -> tuple[int, np.ndarray | None]:
-        bound = self._bound()
+        bound = self._bound(index)
         levels = self._next_levels(bound, frame) if self.kind == "stac" else None
         data = self.codec.encode_levels(frame, levels) if levels is not None else self.codec.encode(frame)
         if self.rate:  # the bound the map really coded at: a level's, or the map's geometric mean

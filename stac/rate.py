@@ -4,14 +4,14 @@ The bound is STAC's one knob: coded at one level everywhere, a keyframe uses the
 with the paper's selection the edge picks the next level map against it (BOUND in the request). A
 keyframe's size falls as a power of its bound, size = c * bound ** -ALPHA. The controller keeps a running
 estimate of log c from the keyframes it has seen, and asks each keyframe for the bound whose predicted size
-is its share of the budget: the budget rate times the keyframe interval seen lately, minus whatever the
-uplink is over budget so far, repaid over HORIZON seconds. Time is video time (frame index / fps), so a
-synchronous run steers the same way however fast the machine is.
+is its share of the budget: the budget rate times the time since the previous keyframe (the frames this one
+pays for, as the PSNR gate spaced them), plus what the uplink was under budget at the previous keyframe (or
+less what it was over), repaid over HORIZON seconds. Time is video time (frame index / fps), so a synchronous
+run steers the same way however fast the machine is.
 """
 from __future__ import annotations
 
 import math
-from collections import deque
 
 import numpy as np
 
@@ -22,12 +22,11 @@ from .tables import TableSet
 ALPHA = 0.65
 HORIZON = 2.0  # seconds over which a budget overrun (or underrun) is repaid
 SMOOTHING = 0.5  # weight of the newest keyframe in the estimate of log c
-WINDOW = 8  # keyframe intervals averaged for the expected interval
-MIN_SHARE = 0.25  # a keyframe's share never falls below this fraction of the budget rate x interval
+MIN_SHARE = 0.25  # a keyframe's share never falls below this fraction of the budget rate x its time
 
 
 class RateController:
-    """bound() for the next keyframe; update() with what it cost. Budget in Kbps, clock in frames at ``fps``."""
+    """bound(frame) for a keyframe; update() with what it cost. Budget in Kbps, clock in frames at ``fps``."""
 
     def __init__(self, kbps: float, fps: float, tables: TableSet):
         if not (kbps > 0 and math.isfinite(kbps)):
@@ -37,29 +36,27 @@ class RateController:
         self.rate = kbps * 1e3 / 8  # bytes per second
         self.fps = fps
         self.lowest, self.highest = float(np.log(tables.bounds[0])), float(np.log(tables.bounds[-1]))
-        self.log_bound = float(np.log(tables.bound))
+        self.first = float(tables.bound)  # before any keyframe has been measured
         self.log_c: float | None = None
         self.sent = 0
-        self.last_time: float | None = None
-        self.intervals: deque[float] = deque(maxlen=WINDOW)
+        self.last_time = 0.0  # video time the budget has been accounted to
 
-    def bound(self) -> float:
-        return float(np.exp(self.log_bound))
+    def bound(self, frame_index: int) -> float:
+        """The bound for a keyframe at ``frame_index``."""
+        if self.log_c is None:
+            return self.first
+        now = (frame_index + 1) / self.fps  # this keyframe pays for the frames up to and including itself
+        elapsed = max(now - self.last_time, 1 / self.fps)
+        carried = self.rate * self.last_time - self.sent  # under budget (> 0) or over (< 0) so far
+        share = max(self.rate * elapsed + carried * min(1.0, elapsed / HORIZON), MIN_SHARE * self.rate * elapsed)
+        return float(np.exp(min(max((self.log_c - math.log(share)) / ALPHA, self.lowest), self.highest)))
 
     def update(self, frame_index: int, nbytes: int, bound: float) -> None:
-        """Keyframe ``frame_index`` was coded at ``bound`` into ``nbytes``: choose the next keyframe's bound."""
-        now = (frame_index + 1) / self.fps  # the budget includes this frame's time
-        if self.last_time is not None:
-            self.intervals.append(max(now - self.last_time, 1 / self.fps))
-        self.last_time = now
+        """Keyframe ``frame_index`` was coded at ``bound`` into ``nbytes``."""
+        self.last_time = (frame_index + 1) / self.fps
         self.sent += nbytes
         observed = math.log(max(nbytes, 1)) + ALPHA * math.log(bound)
         self.log_c = observed if self.log_c is None else (1 - SMOOTHING) * self.log_c + SMOOTHING * observed
-        interval = float(np.mean(self.intervals)) if self.intervals else 1 / self.fps
-        overrun = self.sent - self.rate * now
-        share = max(interval * (self.rate - overrun / HORIZON), MIN_SHARE * self.rate * interval)
-        wanted = (self.log_c - math.log(share)) / ALPHA
-        self.log_bound = min(max(wanted, self.lowest), self.highest)
 
 
 def tracking_error(sent: list[int], fps: float, kbps: float) -> dict:
