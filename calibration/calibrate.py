@@ -195,8 +195,8 @@ def calibrate(onnx_dir: Path, frames: Sequence[np.ndarray], *, min_accuracy: flo
     start = 8 * num_coeffs * float(np.median(positive)) / 2  # median step 8
     ceiling = uniform_accuracy(lowest)
     if ceiling < min_accuracy:  # the model's masks move even under every step 1: ask what can be had
-        progress(f"every step 1 reaches only {ceiling:.4g} < {min_accuracy}: aiming B at {ceiling - PLATEAU_MARGIN:.4g}")
-        min_accuracy = ceiling - PLATEAU_MARGIN
+        min_accuracy, asked = ceiling - PLATEAU_MARGIN, min_accuracy
+        progress(f"every step 1 reaches only {ceiling:.4g} < {asked}: aiming B at {min_accuracy:.4g}")
         span = (span[0], min(span[1], min_accuracy))
     progress(f"searching B for accuracy >= {min_accuracy:.4g}")
     bound, search = search_bound(uniform_accuracy, min_accuracy, start, lowest=lowest, highest=highest)
