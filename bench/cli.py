@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from device_runtime.runtime import SELECTIONS
 from stac.codec import make_codec
 from stac.tables import TableSet
 from stac.video import parse_size, read_frames, sample_video, video_fps
@@ -109,7 +110,9 @@ def head(model_name, onnx_dir, sizes, runs, threads, provider, tables_path) -> N
 @click.option("--max-frames", type=int, default=60, show_default=True)
 @click.option("--flow-width", "flow_widths", type=int, multiple=True, help="repeatable (default: 256, 512)")
 @click.option("--tables", "tables_path", type=click.Path(dir_okay=False), help="tables.json (default: built-in)")
-def device(onnx_dir, video, size, max_frames, flow_widths, tables_path) -> None:
+@click.option("--selection", "selections", type=click.Choice(SELECTIONS), multiple=True,
+              help="STAC level maps, repeatable (default: uniform)")
+def device(onnx_dir, video, size, max_frames, flow_widths, tables_path, selections) -> None:
     """fps of the whole device loop (flow, propagation, gating, keyframe encodes) vs DIS ULTRAFAST alone.
 
     The local edge answers keyframes in a thread of this process, so its work competes with the loop for
@@ -118,7 +121,7 @@ def device(onnx_dir, video, size, max_frames, flow_widths, tables_path) -> None:
     from device_runtime.runtime import RuntimeConfig
     from stac.video import resolve_source
 
-    from .device_bench import device_loop, dis_alone
+    from .device_bench import device_loop, dis_alone, keyframe_costs
     from .device_bench import format_timings as format_device
 
     try:
@@ -128,10 +131,14 @@ def device(onnx_dir, video, size, max_frames, flow_widths, tables_path) -> None:
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
     baseline = dis_alone(frames)
-    timings = [device_loop(frames, edge, tables, RuntimeConfig(flow_width=w)) for w in (flow_widths or (256, 512))]
+    timings = [device_loop(frames, edge, tables, RuntimeConfig(flow_width=w, selection=s))
+               for s in (selections or ("uniform",)) for w in (flow_widths or (256, 512))]
     h, w = frames[0].shape[:2]
     click.echo(f"{len(frames)} frames {w}x{h} of {video}, local edge in-process")
     click.echo(format_device(timings, baseline))
+    if "boundary" in selections:
+        costs = keyframe_costs(frames[:10], edge, tables)
+        click.echo("per keyframe (median ms): " + ", ".join(f"{name} {ms:.1f}" for name, ms in costs.items()))
 
 
 @main.command()

@@ -9,6 +9,8 @@ import numpy as np
 
 from device_runtime.edge import Edge
 from device_runtime.runtime import Runtime, RuntimeConfig
+from stac.allocate import boundary_levels
+from stac.codec import StacCodec
 from stac.flow import Flow
 from stac.tables import TableSet
 
@@ -38,8 +40,25 @@ def device_loop(frames: list[np.ndarray], edge: Edge, tables: TableSet, config: 
         runtime.process(frame)
     fps = len(frames) / (time.perf_counter() - started)
     runtime.close()
-    return DeviceTiming(f"device loop, flow at {runtime.proc_size[0]}x{runtime.proc_size[1]}", fps,
+    return DeviceTiming(f"loop, {config.selection}, flow at {runtime.proc_size[0]}x{runtime.proc_size[1]}", fps,
                         runtime.stats.keyframes, runtime.stats.offloaded)
+
+
+def keyframe_costs(frames: list[np.ndarray], edge: Edge, tables: TableSet) -> dict[str, float]:
+    """Median milliseconds per keyframe on the device: its STAC encode, and choosing a `--selection boundary`
+    map (around the edge's mask of the first frame)."""
+    codec = StacCodec(tables)
+    mask = edge.segment(codec.encode(frames[0]), "stac", frames[0].shape[:2]).mask
+    level = tables.middle_level
+    costs: dict[str, list[float]] = {"STAC encode": [], "boundary map": []}
+    for frame in frames:
+        started = time.perf_counter()
+        levels = boundary_levels(frame, mask, tables, level)
+        costs["boundary map"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        codec.encode_levels(frame, levels)
+        costs["STAC encode"].append(time.perf_counter() - started)
+    return {name: float(np.median(v)) * 1e3 for name, v in costs.items()}
 
 
 def format_timings(timings: list[DeviceTiming], baseline: DeviceTiming) -> str:

@@ -97,6 +97,8 @@ def boundary_levels(frame: np.ndarray, mask: np.ndarray, tables: TableSet, level
     hb, wb = blocks_for(*frame.shape[:2])
     regions = region_grid(hb, wb, tables.region_blocks)
     coeffs = dct_quantize(frame, np.zeros((hb, wb), np.uint8), np.ones((1, 3, 64), np.float32))
-    rate = region_rate(coeffs, tables.steps, tables.region_blocks)
+    lo, hi = max(0, level - STEP), min(tables.levels, level + STEP + 1)  # only the levels allocate may pick
+    rate = np.full((*regions, tables.levels), np.inf)
+    rate[..., lo:hi] = region_rate(coeffs, tables.steps[lo:hi], tables.region_blocks)
     sensitivity = region_sensitivity(mask, regions, tables.region_blocks * BLOCK)
     return allocate(rate, sensitivity, tables.bounds, level)

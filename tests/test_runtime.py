@@ -235,5 +235,17 @@ def test_bench_device_prints_the_ratio(exported):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith("10 frames 352x176")
-    loop = next(line for line in lines if line.startswith("device loop, flow at 176x88"))
+    loop = next(line for line in lines if line.startswith("loop, uniform, flow at 176x88"))
     assert float(loop.split()[-3].rstrip("x")) > 0
+
+
+def test_bench_device_times_the_boundary_selection(exported):
+    from bench.cli import main as bench_main
+
+    result = CliRunner().invoke(bench_main, ["device", "--onnx-dir", str(exported("selfie")), "--size", "352x176",
+                                             "--max-frames", "6", "--flow-width", "176", "--selection", "uniform",
+                                             "--selection", "boundary"])
+    assert result.exit_code == 0, result.output
+    assert any(line.startswith("loop, boundary, flow at 176x88") for line in result.output.splitlines())
+    costs = next(line for line in result.output.splitlines() if line.startswith("per keyframe"))
+    assert "STAC encode" in costs and "boundary map" in costs
