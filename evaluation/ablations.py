@@ -4,7 +4,8 @@
   set's range, B .. 64 B;
 - regions: the same with regions of 1x1 .. 4x4 blocks (the exported head has one region size baked in;
   other sizes are answered by ``AnyRegionEdge``);
-- propagation: accuracy of masks carried by flow from a raw keyframe vs the PSNR of the carried frame;
+- propagation: accuracy of masks carried by flow from a raw keyframe vs the PSNR of the carried frame, and vs
+  the frames since the keyframe;
 - threshold: the device loop with PSNR gates 20 .. 32 dB at the calibrated bound;
 - sensitivity: how well region sensitivities rank what coarsening a region does to the mask
   (``sensitivity.py``).
@@ -104,11 +105,14 @@ def threshold_ablation(ctx: Context, scorer: Scorer, sources: Sequence[Source],
 
 
 def propagation_ablation(ctx: Context, scorer: Scorer, sources: Sequence[Source],
-                         tick: Callable[[], None]) -> list[dict]:
+                         tick: Callable[[], None]) -> tuple[list[dict], list[dict]]:
     """Paper Fig. 8: masks of raw keyframes carried 1..PROPAGATION_SPAN frames by the runtime's flow; mIoU of
-    the carried masks pooled per 1 dB bin of the carried frame's PSNR against the real one."""
+    the carried masks pooled per 1 dB bin of the carried frame's PSNR against the real one, and per number of
+    frames since the keyframe (the propagation ceiling of a fixed keyframe interval)."""
     bins: dict[int, np.ndarray] = {}
     counts: dict[int, int] = {}
+    by_distance: dict[int, np.ndarray] = {}
+    distance_counts: dict[int, int] = {}
     flow = Flow(ctx.preset)
     for source in sources:
         for clip in source.clips:
@@ -129,10 +133,15 @@ def propagation_ablation(ctx: Context, scorer: Scorer, sources: Sequence[Source]
                     quality = psnr(warp(small[k], to_key), small[t])
                     carried = cv2.resize(warp(mask, to_key, nearest=True), (w, h), interpolation=cv2.INTER_NEAREST)
                     b = int(np.floor(min(quality, 60.0)))
-                    bins[b] = bins.get(b, 0) + scorer.confusion(clip, {t: carried})
+                    confusion = scorer.confusion(clip, {t: carried})
+                    bins[b] = bins.get(b, 0) + confusion
                     counts[b] = counts.get(b, 0) + 1
+                    by_distance[t - k] = by_distance.get(t - k, 0) + confusion
+                    distance_counts[t - k] = distance_counts.get(t - k, 0) + 1
             tick()
-    return [{"psnr_db": b + 0.5, "frames": counts[b], **accuracy(bins[b])} for b in sorted(bins)]
+    return ([{"psnr_db": b + 0.5, "frames": counts[b], **accuracy(bins[b])} for b in sorted(bins)],
+            [{"frames_since_keyframe": d, "frames": distance_counts[d], **accuracy(by_distance[d])}
+             for d in sorted(by_distance)])
 
 
 def _pooled(points: list[dict], sources: Sequence[Source]) -> list[dict]:
@@ -149,8 +158,9 @@ def work(ctx: Context, sources: Sequence[Source]) -> int:
 
 def run_ablations(ctx: Context, scorer: Scorer, sources: Sequence[Source], step: int, graph_region_blocks: int,
                   tick: Callable[[], None] = lambda: None) -> dict:
+    by_psnr, by_distance = propagation_ablation(ctx, scorer, sources, tick)
     return {"levels": level_ablation(ctx, scorer, sources, step, tick),
             "regions": region_ablation(ctx, scorer, sources, step, graph_region_blocks, tick),
-            "propagation": propagation_ablation(ctx, scorer, sources, tick),
+            "propagation": by_psnr, "propagation_distance": by_distance,
             "sensitivity": sensitivity_ranking(ctx, sources, step, tick=tick),
             "threshold": threshold_ablation(ctx, scorer, sources, tick)}

@@ -198,6 +198,12 @@ def ablation_tables(ablations: dict, targets: Sequence[float]) -> str:
         lines += [f"| {p['candidate']} | " + ("-" if p["spearman"] is None else f"{p['spearman']:.3f}")
                   + f" | {p['frames']} |" for p in ablations["sensitivity"]]
         lines.append("")
+    if ablations.get("propagation_distance"):
+        lines += ["**Propagation ceiling**: masks carried from raw keyframes, by frames since the keyframe", "",
+                  "| frames since keyframe | frames | mIoU |", "| --- | --- | --- |"]
+        lines += [f"| {p['frames_since_keyframe']} | {p['frames']} | {p['miou']:.4f} |"
+                  for p in ablations["propagation_distance"]]
+        lines.append("")
     if ablations.get("propagation"):
         lines += ["**Fig. 8**: masks carried from raw keyframes, by PSNR of the carried frame", "",
                   "| PSNR dB | frames | mIoU |", "| --- | --- | --- |"]

@@ -242,6 +242,11 @@ def test_eval_ablations(exported, tmp_path):
     # deterministic (answers waited for): the strictest gate offloads more than the loosest
     assert ablations["threshold"][-1]["offloaded_fps"] > ablations["threshold"][0]["offloaded_fps"]
     assert ablations["propagation"] and all(0 <= p["miou"] <= 1 and p["frames"] > 0 for p in ablations["propagation"])
+    distance = ablations["propagation_distance"]
+    assert [p["frames_since_keyframe"] for p in distance] == list(range(1, len(distance) + 1))
+    # the same carried masks, binned two ways
+    assert sum(p["frames"] for p in distance) == sum(p["frames"] for p in ablations["propagation"])
+    assert "Propagation ceiling" in (out / "report.md").read_text()
     for name in ("levels", "regions", "propagation", "threshold_rate", "threshold_miou"):
         assert (out / f"ablation_{name}.png").stat().st_size > 0
     assert [p["candidate"] for p in ablations["sensitivity"]] == list(CANDIDATES)
