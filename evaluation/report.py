@@ -198,18 +198,16 @@ def ablation_tables(ablations: dict, targets: Sequence[float]) -> str:
         lines += [f"| {p['candidate']} | " + ("-" if p["spearman"] is None else f"{p['spearman']:.3f}")
                   + f" | {p['frames']} |" for p in ablations["sensitivity"]]
         lines.append("")
-    if ablations.get("propagation_distance"):
-        lines += ["**Propagation ceiling**: masks carried from raw keyframes, by frames since the keyframe", "",
-                  "| frames since keyframe | frames | mIoU |", "| --- | --- | --- |"]
-        lines += [f"| {p['frames_since_keyframe']} | {p['frames']} | {p['miou']:.4f} |"
-                  for p in ablations["propagation_distance"]]
-        lines.append("")
-    if ablations.get("propagation"):
-        lines += ["**Fig. 8**: masks carried from raw keyframes, by PSNR of the carried frame", "",
-                  "| PSNR dB | frames | mIoU |", "| --- | --- | --- |"]
-        lines += [f"| {p['psnr_db'] - 0.5:g}-{p['psnr_db'] + 0.5:g} | {p['frames']} | {p['miou']:.4f} |"
-                  for p in ablations["propagation"]]
-        lines.append("")
+    carried = (("propagation_distance", "**Propagation ceiling**", "frames since the keyframe", "frames since keyframe",
+                lambda p: f"{p['frames_since_keyframe']}"),
+               ("propagation", "**Fig. 8**", "PSNR of the carried frame", "PSNR dB",
+                lambda p: f"{p['psnr_db'] - 0.5:g}-{p['psnr_db'] + 0.5:g}"))
+    for key, title, by, column, row in carried:
+        if ablations.get(key):
+            lines += [f"{title}: masks carried from raw keyframes, by {by}", "", f"| {column} | frames | mIoU |",
+                      "| --- | --- | --- |"]
+            lines += [f"| {row(p)} | {p['frames']} | {p['miou']:.4f} |" for p in ablations[key]]
+            lines.append("")
     return "\n".join(lines)
 
 
