@@ -25,6 +25,7 @@ import numpy as np
 from stac.allocate import boundary_levels
 from stac.codec import StacCodec, make_codec
 from stac.flow import Flow, compose, identity_map, processing_size, warp, warp_levels
+from stac.inference import check_bound
 from stac.rate import RateController
 from stac.tables import BLOCK, TableSet, region_grid
 from stac.codec.transform import blocks_for
@@ -128,8 +129,11 @@ class Runtime:
             raise ValueError("--kbps and --bound steer STAC keyframes only (codec stac)")
         if config.kbps is not None and config.bound is not None:
             raise ValueError("--kbps steers the bound itself: give --kbps or --bound, not both")
-        if config.bound is not None and not config.bound > 0:
-            raise ValueError(f"--bound must be positive, got {config.bound}")
+        if config.bound is not None:
+            try:
+                check_bound(config.bound)  # the edge refuses what this refuses
+            except ValueError as e:
+                raise ValueError(f"--bound: {e}") from None
         self.rate = RateController(config.kbps, config.fps, tables) if config.kbps is not None else None
         self.regions = region_grid(*blocks_for(self.height, self.width), tables.region_blocks)
         self.region_px = tables.region_blocks * BLOCK

@@ -28,7 +28,7 @@ from .clips import Clip
 class Setting:
     label: str  # what the results call it, equal across clips so they can be pooled
     spec: str  # codec spec (make_codec), given the context's table set
-    scale: float | None = None  # STAC: the knob (RuntimeConfig.bound) at this multiple of B
+    scale: float | None = None  # STAC: the knob (RuntimeConfig.bound) at this multiple of B; None: no bound sent
 
 
 @dataclass
@@ -61,41 +61,38 @@ class Context:
     region_blocks: int | None = None  # ablations: another region size
     _sweep: dict = field(default_factory=dict)
 
-    def sweep_tables(self) -> TableSet:
-        """The set STAC is swept over: L levels (the calibrated set's, or the ablation's) from B to SWEEP_SPAN B."""
+    def _rebuilt(self, bound: float, span: float, fraction: float) -> TableSet:
+        """The calibrated gradients at ``bound`` with L levels (the ablation's, or the calibrated set's, and its
+        region size) spanning a factor ``span`` of bounds, the bound's level ``fraction`` of the way up."""
         t = self.tables
         levels, region_blocks = self.levels or t.levels, self.region_blocks or t.region_blocks
-        key = (levels, region_blocks)
+        key = (bound, span, fraction, levels, region_blocks)
         if key not in self._sweep:
-            ratio = SWEEP_SPAN ** (1 / (levels - 1)) if levels > 1 else 1.0
-            self._sweep[key] = TableSet.from_gradients(t.gradients, t.bound, t.num_coeffs, t.model, levels=levels,
-                                                       ratio=ratio, start=0, magnitudes=t.magnitudes,
-                                                       region_blocks=region_blocks)
-        return self._sweep[key]
-
-    def centred(self, scale: float) -> TableSet:
-        """The calibrated set rebuilt at bound B x scale: same span of bounds around it, B's level as far up the
-        range (L levels and region size from the ablation, if any)."""
-        t = self.tables
-        levels, region_blocks = self.levels or t.levels, self.region_blocks or t.region_blocks
-        key = ("centred", scale, levels, region_blocks)
-        if key not in self._sweep:
-            span = t.bounds[-1] / t.bounds[0] if t.levels > 1 else 2 ** 0.25
             ratio = span ** (1 / (levels - 1)) if levels > 1 else 1.0
-            start = round(t.middle_level * (levels - 1) / max(t.levels - 1, 1))
-            self._sweep[key] = TableSet.from_gradients(t.gradients, t.bound * scale, t.num_coeffs, t.model,
-                                                       levels=levels, ratio=ratio, start=start,
+            self._sweep[key] = TableSet.from_gradients(t.gradients, bound, t.num_coeffs, t.model, levels=levels,
+                                                       ratio=ratio, start=round(fraction * (levels - 1)),
                                                        magnitudes=t.magnitudes, region_blocks=region_blocks)
         return self._sweep[key]
 
+    def sweep_tables(self) -> TableSet:
+        """The set STAC is swept over: L levels from B to SWEEP_SPAN B."""
+        return self._rebuilt(self.tables.bound, SWEEP_SPAN, 0.0)
+
+    def centred(self, scale: float) -> TableSet:
+        """The calibrated set rebuilt at bound B x scale: same span of bounds around it, B's level as far up the
+        range."""
+        t = self.tables
+        span = t.bounds[-1] / t.bounds[0] if t.levels > 1 else 2 ** 0.25
+        return self._rebuilt(t.bound * scale, float(span), t.middle_level / max(t.levels - 1, 1))
+
     def operating_point(self, setting: "Setting", centred: bool) -> tuple[TableSet, float | None]:
-        """(table set, bound each request asks for) of a STAC setting: the knob at B x scale over the sweep set,
-        or, ``centred``, the set calibrated around B x scale and its own B (no BOUND sent)."""
-        scale = 1.0 if setting.scale is None else setting.scale
+        """(table set, bound each request asks for) of a setting: the knob at B x scale over the sweep set, or,
+        ``centred``, the set calibrated around B x scale and its own B. No scale (a baseline codec): the sweep
+        set, whose B is the calibrated one, and no bound sent."""
         if centred:
-            return self.centred(scale), None
+            return self.centred(1.0 if setting.scale is None else setting.scale), None
         tables = self.sweep_tables()
-        return tables, tables.bound * scale
+        return tables, None if setting.scale is None else tables.bound * setting.scale
 
 
 class Method(ABC):
@@ -236,8 +233,7 @@ class Gated(Method):
     def run(self, ctx, clip, indices, scored, setting):
         tables, bound = ctx.operating_point(setting, self.selection == "paper")
         config = RuntimeConfig(psnr=ctx.gate, sync=True, codec=setting.spec, selection=self.selection,
-                               bound=bound if setting.spec == "stac" else None, flow_width=ctx.flow_width,
-                               preset=ctx.preset)
+                               bound=bound, flow_width=ctx.flow_width, preset=ctx.preset)
         runtime = Runtime(ctx.edge.with_tables(tables), tables, clip.frames[0].shape[:2], config)
         sizes, masks = [], {}
         for i in indices:

@@ -8,12 +8,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from device_runtime.runtime import SELECTIONS, RuntimeConfig
+from stac.tables import DEFAULT_LEVELS
 
 from .bootstrap import FrameSamples, intervals
 from .clips import Source
 from .frontier import common_accuracy, curves, rate_at, saving
-from stac.tables import DEFAULT_LEVELS
-
 from .methods import (SWEEP_SPAN, Coded, Context, Gated, Method, Plain, Setting, StacBoundary,
                       StacBoundaryOracle, StacClosedLoop, StacOracle, StacUniform)
 from .scoring import Scorer, accuracy
@@ -146,6 +145,7 @@ def sweep(level: str, method_list: Sequence[Method], ctx: Context, scorer: Score
     bootstrap."""
     points, timing = [], []
     pooled: dict[tuple[str, str], Tally] = {}
+    headline = main_source([s.name for s in sources])
     for source in sources:
         started = time.perf_counter()
         for method in method_list:
@@ -160,14 +160,14 @@ def sweep(level: str, method_list: Sequence[Method], ctx: Context, scorer: Score
                     if samples is not None:
                         frames = FrameSamples(clip.fps, np.array([coded.sizes[indices.index(i)] for i in scored]),
                                               per_frame)
-                        for name in {source.name, main_source([s.name for s in sources])}:
+                        for name in {source.name, headline}:
                             samples.setdefault(name, {}).setdefault((method.name, setting.label), []).append(frames)
                     tally.add(coded, clip.fps, confusion)
                     pooled.setdefault((method.name, setting.label), Tally()).add(coded, clip.fps, confusion)
                     tick()
                 points.append(tally.point(level, method.name, setting.label, source.name))
         timing.append({"level": level, "source": source.name, "seconds": time.perf_counter() - started})
-    if main_source([s.name for s in sources]) == "pooled":
+    if headline == "pooled":
         points += [tally.point(level, method, setting, "pooled") for (method, setting), tally in pooled.items()]
     return points, timing
 

@@ -75,9 +75,7 @@ def sensitivity_ranking(ctx: Context, sources: Sequence[Source], step: int, fram
         for clip in source.clips:
             for i in clip.sample(step)[:frames_per_clip]:
                 frame = clip.frames[i]
-                h, w = frame.shape[:2]
-                fine_data = StacCodec(tables, base).encode(frame)
-                fine = head.run(read_stac(fine_data, tables), tables)
+                fine = head.run(read_stac(StacCodec(tables, base).encode(frame), tables), tables)
                 coarse_mask = head.run(read_stac(StacCodec(tables, coarse).encode(frame), tables), tables).mask
                 regions = fine.next_levels.shape
                 changed = grown_region_sums(fine.mask != coarse_mask, regions, tables.region_blocks * BLOCK, MARGIN)
