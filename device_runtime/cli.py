@@ -31,7 +31,8 @@ def main() -> None:
               help="tables.json from stac-calibrate (default: the built-in set)")
 @click.option("--psnr", type=float, default=26.0, show_default=True, help="keyframe when PSNR drops below")
 @click.option("--every", type=int, help="keyframe every N frames instead of the PSNR gate")
-@click.option("--codec", default="stac", show_default=True, help="stac, or a baseline: jpeg:q=90, grace, ...")
+@click.option("--codec", default="stac", show_default=True,
+              help="stac; a baseline: jpeg:q=90, grace; or h264:crf=28 (keyframes as one inter-coded stream)")
 @click.option("--selection", type=click.Choice(SELECTIONS), default=RuntimeConfig.selection, show_default=True,
               help="STAC level maps: one level everywhere (uniform), the edge's per-region levels (paper), or the "
               "device's rate-aware map around the mask's boundaries (boundary)")

@@ -3,7 +3,9 @@
 ``local``: in this process, the same decoder and the same ONNX graphs in onnxruntime as the edge runs.
 ``triton``: tritonclient over gRPC or HTTP to the model repository's ensembles: ``stac`` (BITSTREAM BYTES
 [1], optional BOUND FP32 [1] -> MASK uint8 [8Hb, 8Wb], NEXT_LEVELS uint8 [Rh, Rw]) and ``jpeg_segment``
-(BITSTREAM -> MASK [H', W'], H', W' >= H, W). Both crop MASK to the frame, so the runtime never sees the difference.
+(BITSTREAM -> MASK [H', W'], H', W' >= H, W), and ``h264_segment`` (one access unit of the device's keyframe
+stream, its POSITION, the stream as the sequence ID: ``stac.edge.streams``). Both crop MASK to the frame, so the
+runtime never sees the difference.
 """
 from __future__ import annotations
 
@@ -17,12 +19,18 @@ import numpy as np
 
 from stac.codec.bitstream import read_stac
 from stac.codec.jpeg import decode_jpeg
+from stac.edge.streams import NEED_IDR, Stream, StreamDecoders
 from stac.inference import HeadSession, SegmentSession
 from stac.tables import TableSet
 
 
 class EdgeError(RuntimeError):
     """The edge did not answer this request (down, timed out, or answered an error)."""
+
+    @property
+    def need_idr(self) -> bool:
+        """The edge holds a keyframe stream but not this frame's predecessor: it asks for an IDR."""
+        return NEED_IDR in str(self)
 
 
 @dataclass
@@ -33,9 +41,11 @@ class EdgeAnswer:
 
 class Edge(ABC):
     @abstractmethod
-    def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None) -> EdgeAnswer:
-        """kind "stac" (STAC bitstream) or "jpeg" (any baseline JPEG); size (H, W) of the frame; ``bound``: the
-        loss bound NEXT_LEVELS is selected against (default: the table set's B)."""
+    def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None,
+                stream: Stream | None = None) -> EdgeAnswer:
+        """kind (a codec's route): "stac" (STAC bitstream), "jpeg" (any baseline JPEG) or "h264" (one access unit
+        of the keyframe stream ``stream``); size (H, W) of the frame; ``bound``: the loss bound NEXT_LEVELS is
+        selected against (default: the table set's B)."""
 
     def wait_ready(self, timeout: float) -> None:
         """Return once the edge can answer, or raise EdgeError after ``timeout`` seconds."""
@@ -50,6 +60,7 @@ class LocalEdge(Edge):
         self.tables = tables
         self.head = HeadSession(onnx_dir / "stac_head.onnx")
         self.segment_session = SegmentSession(onnx_dir / "segment.onnx")
+        self.streams = StreamDecoders()
 
     def with_tables(self, tables: TableSet) -> "LocalEdge":
         """The same sessions serving another table set (evaluation sweeps bounds without reloading graphs)."""
@@ -57,18 +68,30 @@ class LocalEdge(Edge):
         other.tables = tables
         return other
 
-    def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None) -> EdgeAnswer:
+    def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None,
+                stream: Stream | None = None) -> EdgeAnswer:
         try:
             if kind == "stac":
                 result = self.head.run(read_stac(data, self.tables), self.tables, bound)
                 return EdgeAnswer(result.mask, result.next_levels)
-            mask = self.segment_session.run(decode_jpeg(data))
-        except ValueError as e:  # BitstreamError, an undecodable JPEG
+            if kind == "h264":
+                stream = _stream(stream)
+                image = self.streams.decode(stream.id, stream.position, data)
+            else:
+                image = decode_jpeg(data)
+            mask = self.segment_session.run(image)
+        except ValueError as e:  # BitstreamError, an undecodable JPEG or H.264 unit, NeedIdr
             raise EdgeError(str(e)) from e
         return EdgeAnswer(mask[:size[0], :size[1]], None)
 
 
-MODELS = {"stac": "stac", "jpeg": "jpeg_segment"}
+def _stream(stream: Stream | None) -> Stream:
+    if stream is None:
+        raise ValueError("an H.264 keyframe needs its stream (ID and position)")
+    return stream
+
+
+MODELS = {"stac": "stac", "jpeg": "jpeg_segment", "h264": "h264_segment"}
 
 
 class TritonEdge(Edge):
@@ -99,7 +122,8 @@ class TritonEdge(Edge):
             time.sleep(0.5)
         raise EdgeError(f"edge {self.scheme}://{self.url} not ready after {timeout:g} s: {last}")
 
-    def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None) -> EdgeAnswer:
+    def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None,
+                stream: Stream | None = None) -> EdgeAnswer:
         c = self.client_module
         payload = c.InferInput("BITSTREAM", [1], "BYTES")
         payload.set_data_from_numpy(np.array([data], dtype=object))
@@ -110,6 +134,11 @@ class TritonEdge(Edge):
         names = ["MASK", "NEXT_LEVELS"] if kind == "stac" else ["MASK"]
         outputs = [c.InferRequestedOutput(n) for n in names]
         extra = {"client_timeout": self.timeout} if self.scheme == "grpc" else {"timeout": int(self.timeout * 1e6)}
+        if kind == "h264":
+            stream = _stream(stream)
+            inputs.append(c.InferInput("POSITION", [1], "INT64"))
+            inputs[-1].set_data_from_numpy(np.array([stream.position], np.int64))
+            extra.update(sequence_id=stream.id, sequence_start=stream.start)
         try:
             result = self.client.infer(MODELS[kind], inputs, outputs=outputs, **extra)
         except Exception as e:  # tritonclient raises its own exception types per protocol

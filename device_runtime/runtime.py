@@ -7,6 +7,11 @@ coded with the level map of the newest answer, warped to its region grid (the mi
 answer), and sent to the edge beside the loop. When an answer arrives its keyframe's map has been
 composed with every flow since, so its mask and next levels are carried to the current frame.
 
+With an inter codec (route "h264") the keyframes form one stream, each predicted from the previous keyframe:
+one request is in flight at a time, so the edge receives them in order, and after any failure, refusal or
+timeout the next keyframe is an IDR (the edge may lack its predecessor); a refusal ("need IDR") makes the very
+next frame that keyframe (stac.edge.streams).
+
 Memory is bounded: at most ``max_in_flight`` keyframes wait for answers, plus the answered one; each
 holds its pixels, map and mask at the processing size. Edge failures and timeouts are counted, never
 raised: frames keep their propagated masks and offloading resumes after ``retry_after`` seconds.
@@ -14,6 +19,7 @@ raised: frames keep their propagated masks and offloading resumes after ``retry_
 from __future__ import annotations
 
 import queue
+import secrets
 import statistics
 import threading
 import time
@@ -23,7 +29,9 @@ import cv2
 import numpy as np
 
 from stac.allocate import boundary_levels
-from stac.codec import StacCodec, make_codec
+from stac.codec import make_codec
+from stac.codec.h264 import is_idr
+from stac.edge.streams import Stream
 from stac.flow import Flow, compose, identity_map, processing_size, warp, warp_levels
 from stac.inference import check_bound
 from stac.rate import RateController
@@ -31,7 +39,7 @@ from stac.tables import BLOCK, TableSet, region_grid
 from stac.codec.transform import blocks_for
 from stac.video import psnr
 
-from .edge import Edge, EdgeAnswer
+from .edge import Edge, EdgeAnswer, EdgeError
 
 
 # How a STAC keyframe's level map is chosen: one level everywhere (the gradient-shaped tables alone); the
@@ -50,7 +58,7 @@ class RuntimeConfig:
     psnr: float = 26.0  # dB: below it the frame becomes a keyframe
     every: int | None = None  # fixed keyframe interval instead of the PSNR gate
     sync: bool = False  # wait for every answer: same input, same bytes and masks
-    codec: str = "stac"  # or a baseline spec: jpeg:q=90, grace, ...
+    codec: str = "stac"  # or a baseline spec: jpeg:q=90, grace, ..., or h264:crf=28 (keyframes as one stream)
     selection: str = "uniform"  # STAC keyframes: "uniform" (one level), "paper" (NEXT_LEVELS by flow), "boundary"
     bound: float | None = None  # STAC's loss bound (default: the table set's B): its level, and the edge's BOUND
     kbps: float | None = None  # instead of a fixed bound, steer it to this uplink budget (stac.rate)
@@ -98,6 +106,8 @@ class RuntimeStats:
     edge_errors: int = 0
     timeouts: int = 0
     skipped_offloads: int = 0
+    idrs: int = 0  # inter codec: keyframes sent as IDRs (the first, and after every failure or refusal)
+    idr_requests: int = 0  # inter codec: keyframes the edge refused for want of their predecessor
     bad_frames: int = 0
     frames_without_answer: int = 0
     latencies_ms: list[float] = field(default_factory=list)
@@ -108,6 +118,7 @@ class RuntimeStats:
                 "uplink_bytes": self.uplink_bytes, "answers": self.answers,
                 "superseded_answers": self.superseded, "edge_errors": self.edge_errors,
                 "edge_timeouts": self.timeouts, "skipped_offloads": self.skipped_offloads,
+                "idrs": self.idrs, "idr_requests": self.idr_requests,
                 "bad_frames": self.bad_frames, "frames_without_answer": self.frames_without_answer,
                 "edge_latency_ms_median": statistics.median(lat) if lat else None}
 
@@ -122,9 +133,15 @@ class Runtime:
         if config.selection not in SELECTIONS:
             raise ValueError(f"unknown selection {config.selection!r} (known: {', '.join(SELECTIONS)})")
         self.codec = make_codec(config.codec, tables)
-        self.kind = "stac" if isinstance(self.codec, StacCodec) else "jpeg"
-        if self.kind == "jpeg" and config.codec.split(":")[0] not in ("jpeg", "grace"):
-            raise ValueError(f"codec {config.codec!r} cannot be offloaded frame by frame (use stac, jpeg or grace)")
+        self.kind = self.codec.route
+        if self.kind is None:
+            raise ValueError(f"codec {config.codec!r} cannot be offloaded by the device loop")
+        # an inter stream's identity at the edge (its sequence correlation ID), and whether its next unit must be
+        # an IDR; one unit in flight keeps them in order
+        self.stream_id = secrets.randbits(63) or 1
+        self.need_idr = False
+        self.force_keyframe = False
+        self.max_in_flight = 1 if self.kind == "h264" else config.max_in_flight
         if (config.kbps is not None or config.bound is not None) and self.kind != "stac":
             raise ValueError("--kbps and --bound steer STAC keyframes only (codec stac)")
         if config.kbps is not None and config.bound is not None:
@@ -149,10 +166,11 @@ class Runtime:
 
     # -- edge side ---------------------------------------------------------------------------------------
 
-    def _ask(self, key: _Keyframe, data: bytes, bound: float | None) -> None:
+    def _ask(self, key: _Keyframe, data: bytes, bound: float | None, stream: Stream | None) -> None:
         started = time.monotonic()
         try:
-            answer: EdgeAnswer | Exception = self.edge.segment(data, self.kind, (self.height, self.width), bound)
+            answer: EdgeAnswer | Exception = self.edge.segment(data, self.kind, (self.height, self.width), bound,
+                                                               stream)
         except Exception as e:  # an edge is never allowed to stop the loop
             answer = e
         self.answers.put((key, answer, (time.monotonic() - started) * 1e3))
@@ -163,8 +181,13 @@ class Runtime:
         if key in self.pending:
             self.pending.remove(key)
         if isinstance(answer, Exception):
-            self.stats.edge_errors += 1
-            self.backoff_until = time.monotonic() + self.config.retry_after
+            self.need_idr = True
+            if isinstance(answer, EdgeError) and answer.need_idr:
+                self.stats.idr_requests += 1
+                self.force_keyframe = True
+            else:
+                self.stats.edge_errors += 1
+                self.backoff_until = time.monotonic() + self.config.retry_after
             return
         self.stats.answers += 1
         self.stats.latencies_ms.append(latency_ms)
@@ -191,13 +214,14 @@ class Runtime:
             self.pending.remove(key)
             self.stats.timeouts += 1
             self.stats.edge_errors += 1
+            self.need_idr = True
             self.backoff_until = now + self.config.retry_after
 
     def _can_offload(self) -> bool:
         self.threads = [t for t in self.threads if t.is_alive()]
         # threads of given-up requests still count: a hanging edge cannot make us start unbounded threads
-        return (time.monotonic() >= self.backoff_until and len(self.pending) < self.config.max_in_flight
-                and len(self.threads) < self.config.max_in_flight + 2)
+        return (time.monotonic() >= self.backoff_until and len(self.pending) < self.max_in_flight
+                and len(self.threads) < self.max_in_flight + 2)
 
     # -- frame side --------------------------------------------------------------------------------------
 
@@ -237,7 +261,7 @@ class Runtime:
 
         reference = max(tracked, key=lambda k: k.index, default=None)
         quality = float("inf") if reference is None else psnr(warp(reference.pixels, reference.map), small)
-        if reference is None:
+        if reference is None or self.force_keyframe:
             keyframe = True
         elif self.config.every:
             keyframe = index - reference.index >= self.config.every
@@ -249,6 +273,7 @@ class Runtime:
             self.stats.keyframes += 1
             if self._can_offload():
                 offloaded, sent, levels = True, *self._offload(index, frame, small)
+                self.force_keyframe = False
             else:
                 self.stats.skipped_offloads += 1
         if self.config.sync:
@@ -261,7 +286,16 @@ class Runtime:
     def _offload(self, index: int, frame: np.ndarray, small: np.ndarray) -> tuple[int, np.ndarray | None]:
         bound = self._bound(index)
         levels = self._next_levels(bound, frame) if self.kind == "stac" else None
+        stream = None
+        if self.kind == "h264":
+            if self.need_idr:
+                self.codec.request_idr()
+                self.need_idr = False
+            position = self.codec.position
         data = self.codec.encode_levels(frame, levels) if levels is not None else self.codec.encode(frame)
+        if self.kind == "h264":
+            stream = Stream(self.stream_id, position, is_idr(data))
+            self.stats.idrs += stream.start
         if self.rate:  # the bound the map really coded at: a level's, or the map's geometric mean
             self.rate.update(index, len(data), float(np.exp(np.log(self.tables.bounds[levels]).mean())))
         key = _Keyframe(index, small, self.grid.copy(), time.monotonic(), levels)
@@ -269,9 +303,9 @@ class Runtime:
         self.stats.offloaded += 1
         self.stats.uplink_bytes += len(data)
         if self.config.sync:
-            self._ask(key, data, bound)
+            self._ask(key, data, bound, stream)
         else:
-            thread = threading.Thread(target=self._ask, args=(key, data, bound), daemon=True)
+            thread = threading.Thread(target=self._ask, args=(key, data, bound, stream), daemon=True)
             self.threads.append(thread)
             thread.start()
         return len(data), levels

@@ -55,7 +55,8 @@ class AnyRegionEdge:
     def with_tables(self, tables: TableSet) -> "AnyRegionEdge":
         return AnyRegionEdge(self.edge.with_tables(tables), self.graph_region_blocks)
 
-    def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None) -> EdgeAnswer:
+    def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None,
+                stream=None) -> EdgeAnswer:
         tables = self.edge.tables
         frame = read_stac(data, tables)
         steps = tables.tables[frame.block_levels()].transpose(2, 0, 1, 3)  # [3, Hb, Wb, 64]

@@ -2,7 +2,8 @@
 
 Codec level (paper Fig. 5): each listed frame is coded and segmented at the edge on its own (H.264 as one
 IPPP stream over them). System level (paper Table I): the real device loop (`Runtime`, synchronous) with
-the PSNR gate deciding which frames are offloaded, or, for H.264 as the paper runs it, every frame
+the PSNR gate (or a fixed interval) deciding which frames are offloaded, their keyframes coded frame by frame
+(STAC, GRACE, JPEG) or as one inter-coded stream (H.264), or, for H.264 as the paper runs it, every frame
 streamed and segmented. The edge is the deployed one, in process: STAC bitstreams go through the
 STAC head (its MASK and NEXT_LEVELS), every other stream is decoded and run through the SEGMENT graph.
 """
@@ -29,6 +30,8 @@ class Setting:
     label: str  # what the results call it, equal across clips so they can be pooled
     spec: str  # codec spec (make_codec), given the context's table set
     scale: float | None = None  # STAC: the knob (RuntimeConfig.bound) at this multiple of B; None: no bound sent
+    gate: float | None = None  # system level: this PSNR gate (dB) instead of the context's
+    every: int | None = None  # system level: a keyframe every this many frames instead of the PSNR gate
 
 
 @dataclass
@@ -223,8 +226,9 @@ def flow_map(previous: np.ndarray, frame: np.ndarray, ctx: Context) -> np.ndarra
 
 
 class Gated(Method):
-    """The device loop (paper Algorithm 2) with the PSNR gate, answers waited for (--sync); STAC keyframes'
-    level maps by ``selection`` (RuntimeConfig.selection)."""
+    """The device loop (paper Algorithm 2) with the PSNR gate (the setting's, else the context's) or the setting's
+    fixed interval, answers waited for (--sync); STAC keyframes' level maps by ``selection``
+    (RuntimeConfig.selection)."""
 
     def __init__(self, name: str, settings: list[Setting], selection: str = RuntimeConfig.selection):
         super().__init__(name, settings)
@@ -232,8 +236,8 @@ class Gated(Method):
 
     def run(self, ctx, clip, indices, scored, setting):
         tables, bound = ctx.operating_point(setting, self.selection == "paper")
-        config = RuntimeConfig(psnr=ctx.gate, sync=True, codec=setting.spec, selection=self.selection,
-                               bound=bound, flow_width=ctx.flow_width, preset=ctx.preset)
+        config = RuntimeConfig(psnr=setting.gate or ctx.gate, every=setting.every, sync=True, codec=setting.spec,
+                               selection=self.selection, bound=bound, flow_width=ctx.flow_width, preset=ctx.preset)
         runtime = Runtime(ctx.edge.with_tables(tables), tables, clip.frames[0].shape[:2], config)
         sizes, masks = [], {}
         for i in indices:

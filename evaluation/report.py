@@ -12,7 +12,7 @@ from .run import COMMON_MARGIN, Evaluation
 POINT_COLUMNS = ["level", "method", "setting", "source", "bytes", "frames", "bytes_per_frame", "kbps",
                  "offloaded_fps", "miou", "fg_iou"]
 STYLE = {"stac": ("C3", "o"), "stac-oracle": ("C1", "^"), "stac-uniform": ("C5", "v"), "grace": ("C0", "s"),
-         "jpeg": ("C2", "D"), "h264": ("C7", "x")}
+         "jpeg": ("C2", "D"), "h264": ("C7", "x"), "stac-h264": ("C4", "P"), "h264-keyframes": ("C8", "*")}
 
 
 def _plt():
@@ -125,29 +125,31 @@ def _interval(s: dict) -> str:
 
 
 def headline(evaluation: Evaluation, source: str) -> str:
-    """Markdown: per level, the Kbps each method needs at each target and STAC's saving against it (codec level:
-    with its 90% frame-bootstrap interval)."""
+    """Markdown: per level and subject (`stac`, `stac-h264`), the Kbps each method needs at each target and the
+    subject's saving against it (codec level: with its 90% frame-bootstrap interval)."""
     lines = []
     for level in ("system", "codec"):
-        rows = [s for s in evaluation.savings if s["level"] == level and s["source"] == source]
-        if not rows:
-            continue
-        targets = sorted({s["target"] for s in rows})
-        spread = " [its 90% frame-bootstrap interval, %]" if any(s.get("saving_low") is not None for s in rows) else ""
-        lines += [f"**{level} level** ({source}): Kbps needed at equal mIoU; saving = 1 - stac / method{spread}", "",
-                  "| method | " + " | ".join(f"mIoU {t:g}" for t in targets) + " |",
-                  "| --- |" + " --- |" * len(targets)]
-        stac = {s["target"]: (s["rate_stac"], s["status_stac"]) for s in rows}
-        lines.append("| **stac** | " + " | ".join(_rate(*stac[t]) for t in targets) + " |")
-        for method in dict.fromkeys(s["method"] for s in rows):
-            cells = []
-            for t in targets:
-                s = next(r for r in rows if r["method"] == method and r["target"] == t)
-                saving = "" if s["saving"] is None else f" ({s['saving']:+.1%}{_interval(s)})"
-                cells.append(_rate(s["rate_other"], s["status_other"]) + saving)
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        lines.append("")
+        at_level = [s for s in evaluation.savings if s["level"] == level and s["source"] == source]
+        for subject in dict.fromkeys(s["subject"] for s in at_level):
+            lines += _savings_table([s for s in at_level if s["subject"] == subject], level, source, subject)
     return "\n".join(lines)
+
+
+def _savings_table(rows: list[dict], level: str, source: str, subject: str) -> list[str]:
+    targets = sorted({s["target"] for s in rows})
+    spread = " [its 90% frame-bootstrap interval, %]" if any(s.get("saving_low") is not None for s in rows) else ""
+    lines = [f"**{level} level** ({source}): Kbps needed at equal mIoU; saving = 1 - {subject} / method{spread}", "",
+             "| method | " + " | ".join(f"mIoU {t:g}" for t in targets) + " |", "| --- |" + " --- |" * len(targets)]
+    mine = {s["target"]: (s["rate_subject"], s["status_subject"]) for s in rows}
+    lines.append(f"| **{subject}** | " + " | ".join(_rate(*mine[t]) for t in targets) + " |")
+    for method in dict.fromkeys(s["method"] for s in rows):
+        cells = []
+        for t in targets:
+            s = next(r for r in rows if r["method"] == method and r["target"] == t)
+            saving = "" if s["saving"] is None else f" ({s['saving']:+.1%}{_interval(s)})"
+            cells.append(_rate(s["rate_other"], s["status_other"]) + saving)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def table1(evaluation: Evaluation, target: float, source: str) -> str:

@@ -28,12 +28,25 @@ COMMON_MARGIN = 0.005
 GRACE_SCALES = tuple(2 ** (k / 2) for k in range(-6, 7))  # 1/8 .. 8: zeroing makes GRACE coarser at one B
 JPEG_QUALITIES = (5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 95)
 H264_CRFS = tuple(range(13, 50, 3))
+# System level: the PSNR gate decides how many keyframes there are, so STAC (on JPEG and on H.264) is swept over
+# gates too, from the paper's 26 dB to 38 dB, where nearly every frame of the evaluation clips is a keyframe (the
+# propagation ceiling lifts with them); "h264-keyframes" are fixed schedules, every 2nd .. 8th frame. The other
+# gated rows (the paper's and the boundary selection, GRACE, JPEG) keep the paper's gate.
+GATES = (26.0, 30.0, 34.0, 38.0)
+KEYFRAME_INTERVALS = (2, 4, 8)
+# Savings are computed for each subject present: STAC as shipped (JPEG keyframes) and STAC on the inter codec.
+SUBJECTS = ("stac", "stac-h264")
 
 
-def stac_settings(levels: int = DEFAULT_LEVELS) -> list[Setting]:
-    """The bounds of the sweep set's levels (B x SWEEP_SPAN^(l / (L - 1))), as multiples of B."""
+def stac_settings(levels: int = DEFAULT_LEVELS, gates: Sequence[float | None] = (None,)) -> list[Setting]:
+    """The bounds of the sweep set's levels (B x SWEEP_SPAN^(l / (L - 1))), as multiples of B; at the system level
+    each at every one of ``gates`` (None: the context's)."""
     scales = [SWEEP_SPAN ** (k / (levels - 1)) for k in range(levels)] if levels > 1 else [1.0]
-    return [Setting(f"scale={s:.3g}", "stac", s) for s in scales]
+    return [Setting(_gated(f"scale={s:.3g}", gate), "stac", s, gate=gate) for gate in gates for s in scales]
+
+
+def _gated(label: str, gate: float | None = None, every: int | None = None) -> str:
+    return (f"gate={gate:g}," if gate is not None else "") + (f"every={every}," if every else "") + label
 
 
 def grace_settings() -> list[Setting]:
@@ -45,8 +58,10 @@ def jpeg_settings(subsamplings: Sequence[str] = ("420", "444")) -> list[Setting]
             for q in JPEG_QUALITIES]
 
 
-def h264_settings() -> list[Setting]:
-    return [Setting(f"crf={c}", f"h264:crf={c}") for c in H264_CRFS]
+def h264_settings(gates: Sequence[float | None] = (None,), intervals: Sequence[int | None] = (None,)) -> list[Setting]:
+    """Every CRF; at the system level at each gate or fixed keyframe interval (None: every frame, or the gate)."""
+    return [Setting(_gated(f"crf={c}", gate, every), f"h264:crf={c}", gate=gate, every=every)
+            for gate in gates for every in intervals for c in H264_CRFS]
 
 
 def stac_name(selection: str) -> str:
@@ -66,9 +81,13 @@ def methods(level: str, ctx: Context) -> list[Method]:
                 StacBoundaryOracle("stac-boundary-oracle", stac_settings()),
                 Plain("h264", h264_settings())]
     if level == "system":
-        return [Gated(stac_name(s), stac_settings(), s) for s in SELECTIONS] + [
-            Gated("grace", grace_settings()), Gated("jpeg", jpeg_settings(("420",))),
-            Plain("h264", h264_settings())]
+        shipped = RuntimeConfig.selection
+        return [Gated(stac_name(shipped), stac_settings(gates=GATES), shipped),
+                Gated("stac-h264", h264_settings(gates=GATES)),
+                *(Gated(stac_name(s), stac_settings(), s) for s in SELECTIONS if s != shipped),
+                Gated("grace", grace_settings()), Gated("jpeg", jpeg_settings(("420",))),
+                Gated("h264-keyframes", h264_settings(intervals=KEYFRAME_INTERVALS)),
+                Plain("h264", h264_settings())]
     raise ValueError(f"unknown level {level!r} (known: {', '.join(LEVELS)})")
 
 
@@ -173,31 +192,31 @@ def sweep(level: str, method_list: Sequence[Method], ctx: Context, scorer: Score
 
 
 def compare(evaluation: Evaluation, targets: Sequence[float], rate_key: str = "kbps") -> None:
-    """Savings of `stac` against every other method at each level, source and accuracy target. When some
-    method never reaches the lowest target (the PSNR-gated ones are capped by propagation), the methods are
-    also compared COMMON_MARGIN below the highest accuracy every method reaches, so each level has a
+    """Savings of each subject (SUBJECTS) against every other method at each level, source and accuracy target.
+    When some method never reaches the lowest target (the PSNR-gated ones are capped by propagation), the
+    methods are also compared COMMON_MARGIN below the highest accuracy every method reaches, so each level has a
     like-for-like row; at the cap itself +-0.002 of noise in mIoU would decide the rates. Codec-level savings
-    get a frame-bootstrap interval (`bootstrap.py`)."""
+    of `stac` get a frame-bootstrap interval (`bootstrap.py`)."""
     for level, source in dict.fromkeys((p["level"], p["source"]) for p in evaluation.points):
         groups = curves((p for p in evaluation.points if p["level"] == level and p["source"] == source), rate_key)
-        if "stac" not in groups:
-            continue
         common = common_accuracy(groups, COMMON_MARGIN)
         compared = sorted({*targets, common} if common < min(targets) else set(targets))
-        spread = intervals(evaluation.samples[source], compared) if level == "codec" and evaluation.samples else {}
-        for target in compared:
-            stac = rate_at(groups["stac"], target)
-            for method, points in groups.items():
-                if method == "stac":
-                    continue
-                other = rate_at(points, target)
-                interval = spread.get((method, target), {})
-                evaluation.savings.append({"level": level, "source": source, "target": target, "method": method,
-                                           "rate_stac": stac.rate, "rate_other": other.rate,
-                                           "status_stac": stac.status, "status_other": other.status,
-                                           "saving": saving(stac.rate, other.rate),
-                                           "saving_low": interval.get("low"), "saving_high": interval.get("high"),
-                                           "reached": interval.get("reached")})
+        for subject in (m for m in SUBJECTS if m in groups):
+            spread = intervals(evaluation.samples[source], compared) \
+                if level == "codec" and subject == "stac" and evaluation.samples else {}
+            for target in compared:
+                mine = rate_at(groups[subject], target)
+                for method, points in groups.items():
+                    if method == subject:
+                        continue
+                    other = rate_at(points, target)
+                    interval = spread.get((method, target), {})
+                    evaluation.savings.append({
+                        "level": level, "source": source, "target": target, "subject": subject, "method": method,
+                        "rate_subject": mine.rate, "rate_other": other.rate, "status_subject": mine.status,
+                        "status_other": other.status, "saving": saving(mine.rate, other.rate),
+                        "saving_low": interval.get("low"), "saving_high": interval.get("high"),
+                        "reached": interval.get("reached")})
 
 
 def evaluate(ctx: Context, scorer: Scorer, sources: Sequence[Source], *, model: str, levels: Sequence[str] = LEVELS,

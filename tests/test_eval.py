@@ -105,10 +105,10 @@ class Counting(LocalEdge):
 
     received: list
 
-    def segment(self, data, kind, size, bound=None):
+    def segment(self, data, kind, size, bound=None, stream=None):
         self.received.append(len(data))
         self.bounds.append(bound)
-        return super().segment(data, kind, size, bound)
+        return super().segment(data, kind, size, bound, stream)
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +173,11 @@ def test_eval_end_to_end(exported, tmp_path):
     methods = {(p["level"], p["method"]) for p in doc["points"]}
     assert methods == {("codec", m) for m in ("jpeg", "grace", "stac", "stac-paper", "stac-boundary", "stac-oracle",
                                               "stac-boundary-oracle", "h264")} | {
-        ("system", m) for m in ("stac", "stac-paper", "stac-boundary", "grace", "jpeg", "h264")}
+        ("system", m) for m in ("stac", "stac-h264", "stac-paper", "stac-boundary", "grace", "jpeg",
+                                "h264-keyframes", "h264")}
+    system_settings = {p["setting"] for p in doc["points"] if p["level"] == "system" and p["method"] == "stac-h264"}
+    assert {"gate=26,crf=31", "gate=38,crf=31"} <= system_settings
+    assert "every=4,crf=31" in {p["setting"] for p in doc["points"] if p["method"] == "h264-keyframes"}
     assert all(0 <= p["miou"] <= 1 and p["bytes_per_frame"] > 0 for p in doc["points"])
     codec_frames = {p["frames"] for p in doc["points"] if p["level"] == "codec"}
     system_frames = {p["frames"] for p in doc["points"] if p["level"] == "system"}
@@ -187,8 +191,10 @@ def test_eval_end_to_end(exported, tmp_path):
     assert point["bytes"] == sum(len(make_codec(spec).encode(frames[i])) for i in (0, 2, 4))
     assert point["kbps"] == pytest.approx(point["bytes"] * 8 / 1e3 / (3 / 30.0), rel=1e-3)
     assert {s["level"] for s in doc["savings"]} == {"codec", "system"}
-    assert all({"target", "method", "rate_stac", "rate_other", "saving", "saving_low", "saving_high"} <= set(s)
-               for s in doc["savings"])
+    assert all({"target", "method", "subject", "rate_subject", "rate_other", "saving", "saving_low", "saving_high"}
+               <= set(s) for s in doc["savings"])
+    assert {(s["level"], s["subject"]) for s in doc["savings"]} == {("codec", "stac"), ("system", "stac"),
+                                                                    ("system", "stac-h264")}
     codec = [s for s in doc["savings"] if s["level"] == "codec" and s["saving_low"] is not None]
     assert codec and all(s["saving_low"] <= s["saving_high"] and 0 < s["reached"] <= 1 for s in codec)
     for name in ("results.csv", "report.md", "codec_carphone.png", "system_carphone.png", "table1_system.png"):
@@ -224,7 +230,26 @@ def test_savings_also_at_the_accuracy_every_method_reaches():
     assert row["saving"] == pytest.approx(1 - rate_at([(100, 0.85), (200, 0.9055)], 0.9).rate
                                           / rate_at([(100, 0.80), (400, 0.92)], 0.9).rate)
     h264 = next(s for s in ev.savings if s["target"] == 0.95 and s["method"] == "h264")
-    assert h264["saving"] is None and h264["status_stac"] == "unreached" and h264["rate_other"] == pytest.approx(50)
+    assert h264["saving"] is None and h264["status_subject"] == "unreached" and h264["rate_other"] == pytest.approx(50)
+
+
+def test_savings_of_each_subject():
+    from evaluation.run import Evaluation, compare
+
+    def point(method, kbps, miou):
+        return {"level": "system", "source": "clip", "method": method, "setting": str(kbps), "kbps": kbps,
+                "miou": miou}
+
+    ev = Evaluation("m", ["clip"], "raw", [point("stac", 100, 0.94), point("stac", 400, 0.98),
+                                           point("stac-h264", 30, 0.94), point("stac-h264", 60, 0.98),
+                                           point("h264", 40, 0.94), point("h264", 100, 0.98)])
+    compare(ev, (0.94, 0.98))
+    rows = {(s["subject"], s["method"], s["target"]): s for s in ev.savings}
+    assert set(rows) == {(a, b, t) for a in ("stac", "stac-h264") for b in ("stac", "stac-h264", "h264") if a != b
+                         for t in (0.94, 0.98)}
+    assert rows[("stac-h264", "h264", 0.98)]["saving"] == pytest.approx(0.4)
+    assert rows[("stac", "stac-h264", 0.94)]["saving"] == pytest.approx(1 - 100 / 30)
+    assert rows[("stac-h264", "stac", 0.94)]["rate_subject"] == pytest.approx(30)
 
 
 def test_eval_ablations(exported, tmp_path):

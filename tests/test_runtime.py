@@ -13,6 +13,8 @@ from device_runtime.edge import EdgeError, LocalEdge
 from device_runtime.run import run
 from device_runtime.runtime import Runtime, RuntimeConfig
 from device_runtime.sources import Source
+from stac.codec import make_codec
+from stac.edge.streams import StreamDecoders
 from stac.flow import Flow, compose, identity_map, warp, warp_levels
 from stac.tables import TableSet
 
@@ -77,20 +79,26 @@ def test_gate_fires_on_a_scene_cut_not_on_a_static_scene(edge, carphone_frames, 
 class Recording(LocalEdge):
     """The real local edge, remembering what crossed the network."""
 
-    def __init__(self, *args, fail_every=0, hang_every=0, **kwargs):
+    def __init__(self, *args, fail_every=0, hang_every=0, lose=(), restart=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.sent, self.bounds, self.calls, self.fail_every, self.hang_every = [], [], 0, fail_every, hang_every
+        self.streams_seen, self.lose, self.restart = [], set(lose), set(restart)
         self.release = threading.Event()
 
-    def segment(self, data, kind, size, bound=None):
+    def segment(self, data, kind, size, bound=None, stream=None):
         self.calls += 1
         self.sent.append(len(data))
         self.bounds.append(bound)
+        self.streams_seen.append(stream)
+        if self.calls in self.lose:
+            raise EdgeError("injected loss: the request never reached the edge")
+        if self.calls in self.restart:
+            self.streams = StreamDecoders()  # the edge restarted: it holds no stream
         if self.fail_every and self.calls % self.fail_every == 0:
             raise EdgeError("injected failure")
         if self.hang_every and self.calls % self.hang_every == 0:
             self.release.wait(30)  # a request the edge never answers in time
-        return super().segment(data, kind, size, bound)
+        return super().segment(data, kind, size, bound, stream)
 
 
 @pytest.mark.parametrize("sync", [True, False])
@@ -147,6 +155,56 @@ def test_an_edge_failing_every_third_request(exported):
     assert report["frames"] == 48
     assert report["edge_errors"] == report["offloaded"] // 3 >= 3
     assert report["answers"] == report["offloaded"] - report["edge_errors"]
+
+
+def _inter_run(edge, frames, every=3):
+    tables = TableSet.default()
+    config = RuntimeConfig(sync=True, every=every, codec="h264:crf=28", retry_after=0.0)
+    runtime = Runtime(edge, tables, frames[0].shape[:2], config)
+    results = [runtime.process(f) for f in frames]
+    runtime.close()
+    return runtime, results
+
+
+def test_keyframes_go_as_one_inter_coded_stream(exported, bikes_frames):
+    edge = Recording(exported("selfie"), TableSet.default())
+    runtime, results = _inter_run(edge, bikes_frames)
+    keys = [r.index for r in results if r.offloaded]
+    assert keys == [0, 3, 6] and len(edge.streams_seen) == 3
+    assert {s.id for s in edge.streams_seen} == {runtime.stream_id}
+    assert [s.position for s in edge.streams_seen] == [0, 1, 2] and [s.start for s in edge.streams_seen] == [
+        True, False, False]
+    assert runtime.stats.answers == 3 and runtime.stats.idrs == 1 and runtime.stats.edge_errors == 0
+    # every byte counted, and a P-frame costs a fraction of the IDR
+    assert runtime.stats.uplink_bytes == sum(edge.sent) and max(edge.sent[1:]) < edge.sent[0] / 2
+    # a keyframe's own mask is the edge's segmentation of the decoded stream
+    stream = make_codec("h264:crf=28", TableSet.default())
+    units = [stream.encode(bikes_frames[i]) for i in keys]
+    decoded = [stream.decode(u) for u in units]
+    np.testing.assert_array_equal(results[6].mask, edge.segment_session.run(decoded[2])[:272, :640])
+
+
+def test_a_lost_inter_keyframe_is_followed_by_an_idr(exported, bikes_frames):
+    edge = Recording(exported("selfie"), TableSet.default(), lose={2})
+    runtime, results = _inter_run(edge, bikes_frames)
+    # unit 1 (frame 3) lost: the edge may lack it, so the next keyframe (frame 4: frame 0 is still the newest
+    # answered one) is an IDR, and the stream goes on from it
+    assert [r.index for r in results if r.offloaded] == [0, 3, 4, 7]
+    assert [s.start for s in edge.streams_seen] == [True, False, True, False]
+    assert [s.position for s in edge.streams_seen] == [0, 1, 2, 3]
+    assert runtime.stats.edge_errors == 1 and runtime.stats.idrs == 2 and runtime.stats.answers == 3
+    assert results[-1].answered
+
+
+def test_an_edge_restart_is_answered_need_idr_and_the_next_frame_restarts_the_stream(exported, bikes_frames):
+    edge = Recording(exported("selfie"), TableSet.default(), restart={2})
+    runtime, results = _inter_run(edge, bikes_frames, every=4)
+    # keyframe 4 is refused (the edge no longer holds the stream); frame 5 goes at once, as an IDR
+    assert [r.index for r in results if r.offloaded] == [0, 4, 5]
+    assert [s.start for s in edge.streams_seen] == [True, False, True]
+    assert runtime.stats.idr_requests == 1 and runtime.stats.edge_errors == 0 and runtime.stats.answers == 2
+    assert runtime.stats.summary()["idr_requests"] == 1
+    assert all(r.mask.shape == bikes_frames[0].shape[:2] for r in results)
 
 
 def test_an_edge_that_hangs(exported):

@@ -19,6 +19,9 @@ class Codec(ABC):
     name: ClassVar[str]
     ext: ClassVar[str]  # file extension of one encoded frame, for --save
     options: ClassVar[dict[str, type]] = {}  # option name -> type, as in "jpeg:q=90"
+    # What answers this codec's keyframes at the edge: "stac" (the STAC head), "jpeg" (any baseline JPEG, decoded
+    # and segmented), "h264" (one inter-coded stream per device); None: not offloaded by the device loop.
+    route: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

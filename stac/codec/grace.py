@@ -18,6 +18,7 @@ from .transform import blocks_for, dct_quantize
 class GraceCodec(Codec):
     name = "grace"
     ext = ".jpg"
+    route = "jpeg"
     options = {"b": float, "scale": float}
 
     def __init__(self, tables: TableSet, b: float | None = None, scale: float | None = None):

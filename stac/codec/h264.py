@@ -3,6 +3,10 @@
 Tuned for live uplink (x264's zerolatency: no lookahead, no frame-thread delay), so every frame's bytes
 exist as soon as the frame is encoded, as a device offloading in real time needs. The bytes counted are
 the raw Annex-B stream (SPS/PPS inline, no container).
+
+The same codec carries STAC's keyframes as one inter-coded stream (route "h264"): only the frames the device
+offloads are encoded, each predicted from the previous one; `request_idr()` makes the next one an IDR (SPS, PPS
+and an I slice that needs nothing before it), as the edge asks after a lost or refused keyframe.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from .transform import check_frame, pad_to_multiple
 class H264Codec(Codec):
     name = "h264"
     ext = ".h264"
+    route = "h264"
     options = {"crf": int, "preset": str, "keyint": int}
 
     def __init__(self, crf: int = 23, preset: str = "medium", keyint: int = 250):
@@ -34,6 +39,16 @@ class H264Codec(Codec):
         self._encoder = self._decoder = None
         self._size = None
         self._pts = 0
+        self._idr = False
+
+    @property
+    def position(self) -> int:
+        """Frames encoded so far in this stream: the next frame's position (the edge checks it comes in order)."""
+        return self._pts
+
+    def request_idr(self) -> None:
+        """Code the next frame as an IDR: decodable by a decoder that has seen nothing of this stream."""
+        self._idr = True
 
     def _open(self, height: int, width: int) -> None:
         enc = av.CodecContext.create("libx264", "w")
@@ -41,7 +56,7 @@ class H264Codec(Codec):
         enc.pix_fmt = "yuv420p"
         enc.time_base = Fraction(1, 30)
         enc.options = {"crf": str(self.crf), "preset": self.preset, "tune": "zerolatency", "bf": "0",
-                       "g": str(self.keyint)}
+                       "g": str(self.keyint), "forced-idr": "1"}
         self._encoder, self._size = enc, (height, width)
 
     def encode(self, frame: np.ndarray) -> bytes:
@@ -54,6 +69,9 @@ class H264Codec(Codec):
         padded = pad_to_multiple(frame, 2)
         vf = av.VideoFrame.from_ndarray(padded, format="rgb24").reformat(format="yuv420p")
         vf.pts = self._pts
+        if self._idr:
+            vf.pict_type = av.video.frame.PictureType.I
+            self._idr = False
         self._pts += 1
         packets = self._encoder.encode(vf)
         if len(packets) != 1:
@@ -73,3 +91,13 @@ class H264Codec(Codec):
         if self._size is not None:
             rgb = rgb[:self._size[0], :self._size[1]]
         return rgb
+
+
+def is_idr(data: bytes) -> bool:
+    """Whether an Annex-B access unit holds an IDR slice (NAL unit type 5): where a new decoder can start."""
+    start = data.find(b"\x00\x00\x01")
+    while 0 <= start < len(data) - 3:
+        if data[start + 3] & 0x1F == 5:
+            return True
+        start = data.find(b"\x00\x00\x01", start + 3)
+    return False

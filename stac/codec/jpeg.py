@@ -21,6 +21,7 @@ def decode_jpeg(data: bytes) -> np.ndarray:
 class JpegCodec(Codec):
     name = "jpeg"
     ext = ".jpg"
+    route = "jpeg"
     options = {"q": int, "subsampling": str}
 
     def __init__(self, q: int = 90, subsampling: str = "420"):

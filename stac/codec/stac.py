@@ -12,6 +12,7 @@ from .transform import blocks_for, check_frame, dct_quantize, dequantize_idct
 class StacCodec(Codec):
     name = "stac"
     ext = ".stac"
+    route = "stac"
     options = {"level": int}
 
     def __init__(self, tables: TableSet, level: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS):

@@ -17,6 +17,7 @@ from ..codec.jpeg import decode_jpeg
 from ..codec.transform import pad_to_multiple
 from ..inference import check_bound, session
 from ..tables import TableSet
+from .streams import StreamDecoders
 
 
 def _model_dir(args) -> Path:
@@ -86,16 +87,37 @@ class JpegDecode:
         self.multiple = int(_parameter(args, "size_multiple"))
         self.max_pixels = int(_parameter(args, "max_pixels"))
 
-    def _handle(self, request):
-        data = _bitstream(request)
-        image = decode_jpeg(data)
+    def _image(self, image: np.ndarray) -> dict:
         h, w = image.shape[:2]
         if h * w > self.max_pixels:
             raise ValueError(f"image {w}x{h} is larger than this edge accepts ({self.max_pixels} pixels)")
         return {"IMAGE": pad_to_multiple(image, self.multiple)}
 
+    def _handle(self, request):
+        return self._image(decode_jpeg(_bitstream(request)))
+
     def execute(self, requests):
         return _serve(requests, self._handle)
+
+
+class H264Decode(JpegDecode):
+    """One access unit of a device's keyframe stream (BITSTREAM, POSITION INT64 [1]; the stream is the request's
+    sequence correlation ID) -> IMAGE as JpegDecode's. Stateful: Triton's sequence batcher keeps each stream's
+    requests in order on this instance (stac.edge.streams)."""
+
+    def initialize(self, args):
+        super().initialize(args)
+        self.streams = StreamDecoders()
+
+    def _handle(self, request):
+        stream = request.correlation_id()
+        position = pb_utils.get_input_tensor_by_name(request, "POSITION").as_numpy().reshape(-1)
+        if position.size != 1:
+            raise ValueError(f"POSITION must hold exactly one element, got {position.size}")
+        outputs = self._image(self.streams.decode(stream, int(position[0]), _bitstream(request)))
+        if request.flags() & pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END:
+            self.streams.end(stream)
+        return outputs
 
 
 class OnnxModel:

@@ -6,7 +6,9 @@ Models:
 - ``stac`` (ensemble): BITSTREAM, optional BOUND -> MASK [8Hb, 8Wb], NEXT_LEVELS (selected against BOUND, default
   the table set's B);
 - ``segment`` (ONNX): IMAGE uint8 [H, W, 3] -> MASK;
-- ``jpeg_decode`` (python) and ``jpeg_segment`` (ensemble): BITSTREAM (baseline JPEG) -> MASK [H', W'].
+- ``jpeg_decode`` (python) and ``jpeg_segment`` (ensemble): BITSTREAM (baseline JPEG) -> MASK [H', W'];
+- ``h264_decode`` (python, stateful) and ``h264_segment`` (ensemble): one access unit of a device's keyframe stream
+  (BITSTREAM, POSITION INT64 [1]; the stream is the request's sequence ID, START with every IDR) -> MASK [H', W'].
 ``backend="onnxruntime"`` writes native onnxruntime-backend configs with GPU instances (NGC container);
 ``backend="python"`` wraps the same ONNX bytes in python models running onnxruntime (pip-installed server).
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 from ..codec.bitstream import DEFAULT_MAX_PIXELS
 from ..inference import model_info
 from ..tables import TableSet
+from .streams import MAX_STREAMS
 
 BACKENDS = ("python", "onnxruntime")
 
@@ -34,8 +37,18 @@ DECODE_IO = {"input": [("BITSTREAM", "STRING", [1]), ("BOUND", "FP32", [1], OPTI
              "output": [("COEFFS", "INT16", [3, -1, -1, 64]), ("LEVELS", "UINT8", [-1, -1]),
                         ("TABLES", "FP32", [-1, 3, 64]), ("BOUND", "FP32", [1])]}
 JPEG_DECODE_IO = {"input": [("BITSTREAM", "STRING", [1])], "output": [("IMAGE", "UINT8", [-1, -1, 3])]}
-ADAPTERS = {"stac_decode": "StacDecode", "jpeg_decode": "JpegDecode", "stac_head": "OnnxModel",
-            "segment": "OnnxModel"}
+H264_DECODE_IO = {"input": [("BITSTREAM", "STRING", [1]), ("POSITION", "INT64", [1])],
+                  "output": JPEG_DECODE_IO["output"]}
+ADAPTERS = {"stac_decode": "StacDecode", "jpeg_decode": "JpegDecode", "h264_decode": "H264Decode",
+            "stac_head": "OnnxModel", "segment": "OnnxModel"}
+MODELS = ("stac_decode", "stac_head", "stac", "segment", "jpeg_decode", "jpeg_segment", "h264_decode", "h264_segment")
+# Device streams: Triton routes each sequence's requests in order to the one instance holding its decoder. The
+# "oldest" strategy serves many sequences on one instance (the default "direct" one gives a max_batch_size 0
+# model a single sequence slot, so a second device would wait for the first to go idle). A stream idle this
+# long is released; its next P-frame is refused and the device sends an IDR.
+STREAM_IDLE_S = 60
+SEQUENCE_BATCHING = (f"sequence_batching {{ max_sequence_idle_microseconds: {STREAM_IDLE_S * 10**6} "
+                     f"oldest {{ max_candidate_sequences: {MAX_STREAMS} }} }}")
 
 
 def _tensors(kind: str, specs) -> str:
@@ -48,10 +61,12 @@ def _parameters(params: dict[str, str]) -> str:
     return "\n".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in params.items())
 
 
-def model_config(name: str, backend: str, io: dict, *, instances: str = "KIND_CPU", params=None) -> str:
-    return "\n".join([f'name: "{name}"', f'backend: "{backend}"', "max_batch_size: 0",
-                      _tensors("input", io["input"]), _tensors("output", io["output"]),
-                      f"instance_group [ {{ kind: {instances} count: 1 }} ]", _parameters(params or {})]) + "\n"
+def model_config(name: str, backend: str, io: dict, *, instances: str = "KIND_CPU", params=None,
+                 scheduling: str = "") -> str:
+    return "\n".join(filter(None, [f'name: "{name}"', f'backend: "{backend}"', "max_batch_size: 0",
+                                   _tensors("input", io["input"]), _tensors("output", io["output"]), scheduling,
+                                   f"instance_group [ {{ kind: {instances} count: 1 }} ]",
+                                   _parameters(params or {})])) + "\n"
 
 
 def ensemble_config(name: str, io: dict, steps: list[tuple[str, dict, dict]]) -> str:
@@ -83,20 +98,22 @@ def _adapter(name: str) -> bytes:
 
 def write_repository(repo: str | Path, onnx_dir: str | Path, tables: TableSet, backend: str = "python",
                      max_pixels: int = DEFAULT_MAX_PIXELS, gpu: bool = True) -> Path:
-    """Write (or overwrite) the six models into ``repo``; returns it."""
+    """Write (or overwrite) the models (MODELS) into ``repo``; returns it."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     repo, onnx_dir = Path(repo), Path(onnx_dir)
     info = model_info(onnx_dir)
-    for stale in ("stac_decode", "stac_head", "stac", "segment", "jpeg_decode", "jpeg_segment"):
+    for stale in MODELS:
         shutil.rmtree(repo / stale, ignore_errors=True)
     limits = {"max_pixels": str(max_pixels)}
     _write(repo, "stac_decode", model_config("stac_decode", "python", DECODE_IO, params={"tables": "tables.json",
                                                                                           **limits}),
            {"model.py": _adapter("stac_decode"), "tables.json": tables.to_json().encode()})
-    _write(repo, "jpeg_decode", model_config("jpeg_decode", "python", JPEG_DECODE_IO,
-                                             params={"size_multiple": str(info["size_multiple"]), **limits}),
+    image_params = {"size_multiple": str(info["size_multiple"]), **limits}
+    _write(repo, "jpeg_decode", model_config("jpeg_decode", "python", JPEG_DECODE_IO, params=image_params),
            {"model.py": _adapter("jpeg_decode")})
+    _write(repo, "h264_decode", model_config("h264_decode", "python", H264_DECODE_IO, params=image_params,
+                                             scheduling=SEQUENCE_BATCHING), {"model.py": _adapter("h264_decode")})
     for name, io in (("stac_head", HEAD_IO), ("segment", SEGMENT_IO)):
         files: dict[str, bytes | Path] = {"model.onnx": onnx_dir / f"{name}.onnx"}
         if backend == "python":
@@ -111,10 +128,11 @@ def write_repository(repo: str | Path, onnx_dir: str | Path, tables: TableSet, b
         ("stac_head", {"COEFFS": "coeffs", "LEVELS": "levels", "TABLES": "tables", "BOUND": "bound"},
          {"MASK": "MASK", "NEXT_LEVELS": "NEXT_LEVELS"}),
     ]))
-    _write(repo, "jpeg_segment", ensemble_config("jpeg_segment", {"input": JPEG_DECODE_IO["input"],
-                                                                  "output": SEGMENT_IO["output"]}, [
-        ("jpeg_decode", {"BITSTREAM": "BITSTREAM"}, {"IMAGE": "image"}),
-        ("segment", {"IMAGE": "image"}, {"MASK": "MASK"}),
-    ]))
+    for route, io in (("jpeg", JPEG_DECODE_IO), ("h264", H264_DECODE_IO)):
+        _write(repo, f"{route}_segment", ensemble_config(f"{route}_segment", {"input": io["input"],
+                                                                          "output": SEGMENT_IO["output"]}, [
+            (f"{route}_decode", {name: name for name, *_ in io["input"]}, {"IMAGE": "image"}),
+            ("segment", {"IMAGE": "image"}, {"MASK": "MASK"}),
+        ]))
     (repo / "model.json").write_text(json.dumps({**info, "backend": backend, "tables_id": tables.id.hex()}, indent=2))
     return repo
