@@ -112,7 +112,8 @@ def head(model_name, onnx_dir, sizes, runs, threads, provider, tables_path) -> N
 @click.option("--tables", "tables_path", type=click.Path(dir_okay=False), help="tables.json (default: built-in)")
 @click.option("--selection", "selections", type=click.Choice(SELECTIONS), multiple=True,
               help="STAC level maps, repeatable (default: uniform)")
-def device(onnx_dir, video, size, max_frames, flow_widths, tables_path, selections) -> None:
+@click.option("--codec", "codecs", multiple=True, help="keyframe codecs, repeatable (default: stac)")
+def device(onnx_dir, video, size, max_frames, flow_widths, tables_path, selections, codecs) -> None:
     """fps of the whole device loop (flow, propagation, gating, keyframe encodes) vs DIS ULTRAFAST alone.
 
     The local edge answers keyframes in a thread of this process, so its work competes with the loop for
@@ -131,13 +132,17 @@ def device(onnx_dir, video, size, max_frames, flow_widths, tables_path, selectio
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
     baseline = dis_alone(frames)
-    timings = [device_loop(frames, edge, tables, RuntimeConfig(flow_width=w, selection=s))
-               for s in (selections or ("uniform",)) for w in (flow_widths or (256, 512))]
+    try:
+        timings = [device_loop(frames, edge, tables, RuntimeConfig(flow_width=w, selection=s, codec=c))
+                   for c in (codecs or ("stac",)) for s in (selections or ("uniform",))
+                   for w in (flow_widths or (256, 512))]
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
     h, w = frames[0].shape[:2]
     click.echo(f"{len(frames)} frames {w}x{h} of {video}, local edge in-process")
     click.echo(format_device(timings, baseline))
-    if "boundary" in selections:
-        costs = keyframe_costs(frames[:10], edge, tables)
+    if "boundary" in selections or any(c.startswith("h264") for c in codecs):
+        costs = keyframe_costs(frames[:10], edge, tables, [c for c in codecs if c.startswith("h264")])
         click.echo("per keyframe (median ms): " + ", ".join(f"{name} {ms:.1f}" for name, ms in costs.items()))
 
 

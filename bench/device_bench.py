@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -10,7 +11,7 @@ import numpy as np
 from device_runtime.edge import Edge
 from device_runtime.runtime import Runtime, RuntimeConfig
 from stac.allocate import boundary_levels
-from stac.codec import StacCodec
+from stac.codec import StacCodec, make_codec
 from stac.flow import Flow
 from stac.tables import TableSet
 
@@ -40,24 +41,34 @@ def device_loop(frames: list[np.ndarray], edge: Edge, tables: TableSet, config: 
         runtime.process(frame)
     fps = len(frames) / (time.perf_counter() - started)
     runtime.close()
-    return DeviceTiming(f"loop, {config.selection}, flow at {runtime.proc_size[0]}x{runtime.proc_size[1]}", fps,
+    what = config.selection if config.codec == "stac" else config.codec
+    return DeviceTiming(f"loop, {what}, flow at {runtime.proc_size[0]}x{runtime.proc_size[1]}", fps,
                         runtime.stats.keyframes, runtime.stats.offloaded)
 
 
-def keyframe_costs(frames: list[np.ndarray], edge: Edge, tables: TableSet) -> dict[str, float]:
-    """Median milliseconds per keyframe on the device: its STAC encode, and choosing a `--selection boundary`
-    map (around the edge's mask of the first frame)."""
+def keyframe_costs(frames: list[np.ndarray], edge: Edge, tables: TableSet,
+                   inter: Sequence[str] = ()) -> dict[str, float]:
+    """Median milliseconds per keyframe on the device: its STAC encode, choosing a `--selection boundary` map
+    (around the edge's mask of the first frame), and each ``inter`` codec's P-frame (the frames coded as one
+    stream after its IDR, as keyframes are)."""
     codec = StacCodec(tables)
     mask = edge.segment(codec.encode(frames[0]), "stac", frames[0].shape[:2]).mask
     level = tables.middle_level
     costs: dict[str, list[float]] = {"STAC encode": [], "boundary map": []}
-    for frame in frames:
+    streams = {spec: make_codec(spec, tables) for spec in inter}
+    for stream in streams.values():
+        stream.encode(frames[0])  # the IDR, not timed
+    for frame in frames[1:]:
         started = time.perf_counter()
         levels = boundary_levels(frame, mask, tables, level)
         costs["boundary map"].append(time.perf_counter() - started)
         started = time.perf_counter()
         codec.encode_levels(frame, levels)
         costs["STAC encode"].append(time.perf_counter() - started)
+        for spec, stream in streams.items():
+            started = time.perf_counter()
+            stream.encode(frame)
+            costs.setdefault(f"{spec} P-frame", []).append(time.perf_counter() - started)
     return {name: float(np.median(v)) * 1e3 for name, v in costs.items()}
 
 

@@ -31,6 +31,8 @@ def main() -> None:
               help="tables.json from stac-calibrate (default: the built-in set)")
 @click.option("--psnr", type=float, default=26.0, show_default=True, help="keyframe when PSNR drops below")
 @click.option("--every", type=int, help="keyframe every N frames instead of the PSNR gate")
+@click.option("--target", type=float, help="steer the PSNR gate (starting at --psnr) so masks carried between "
+              "keyframes agree this well (mIoU) with the edge's fresh ones")
 @click.option("--codec", default="stac", show_default=True,
               help="stac; a baseline: jpeg:q=90, grace; or h264:crf=28 (keyframes as one inter-coded stream)")
 @click.option("--selection", type=click.Choice(SELECTIONS), default=RuntimeConfig.selection, show_default=True,
@@ -55,7 +57,7 @@ def main() -> None:
 @click.option("--offline-ok", is_flag=True, help="if the edge never answers at start, run on propagation only")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="write masks/*.png, overlay.mp4")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="report JSON")
-def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, codec, selection, bound, kbps, sync, max_frames,
+def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, target, codec, selection, bound, kbps, sync, max_frames,
                 pace, fps, flow_width, preset, reference, labels, timeout, wait_edge, offline_ok, out,
                 report_path) -> None:
     """Segment every frame of SOURCE (video file, image folder, camera index or sample clip name)."""
@@ -65,7 +67,7 @@ def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, codec, se
             check_tables(tables, onnx_dir)
         src = Source(source, max_frames, fps)
         warning = tables.size_warning(*first_size(src))
-        config = RuntimeConfig(psnr=psnr, every=every, sync=sync, codec=codec, selection=selection, bound=bound,
+        config = RuntimeConfig(psnr=psnr, every=every, target=target, sync=sync, codec=codec, selection=selection, bound=bound,
                                kbps=kbps, fps=src.fps, flow_width=flow_width, preset=preset, timeout=timeout)
         edge = make_edge(edge_spec, tables, onnx_dir, timeout)
         ref = None
@@ -99,9 +101,10 @@ def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, codec, se
         finally:
             edge.close()
     keys = ["frames", "keyframes", "offloaded", "offloaded_fps", "uplink_bytes", "uplink_kbps", "kbps_target",
-            "rate_error", "rate_error_2s", "device_fps", "edge_errors", "miou_vs_raw", "miou"]
+            "rate_error", "rate_error_2s", "device_fps", "edge_errors", "idrs", "idr_requests", "gate_db",
+            "carried_agreement_mean", "miou_vs_raw", "miou"]
     for key in keys:
-        if key in report:
+        if report.get(key) is not None and (report[key] or key not in ("idrs", "idr_requests")):
             value = report[key]
             click.echo(f"{key:>15}: {value:.4g}" if isinstance(value, float) else f"{key:>15}: {value}")
     if report_path:

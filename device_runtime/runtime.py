@@ -33,6 +33,7 @@ from stac.codec import make_codec
 from stac.codec.h264 import is_idr
 from stac.edge.streams import Stream
 from stac.flow import Flow, compose, identity_map, processing_size, warp, warp_levels
+from stac.gate import AccuracyGate, agreement
 from stac.inference import check_bound
 from stac.rate import RateController
 from stac.tables import BLOCK, TableSet, region_grid
@@ -55,7 +56,8 @@ SELECTIONS = ("uniform", "paper", "boundary")
 
 @dataclass
 class RuntimeConfig:
-    psnr: float = 26.0  # dB: below it the frame becomes a keyframe
+    psnr: float = 26.0  # dB: below it the frame becomes a keyframe (the starting gate with ``target``)
+    target: float | None = None  # steer the gate so carried masks agree this well (mIoU) with fresh answers
     every: int | None = None  # fixed keyframe interval instead of the PSNR gate
     sync: bool = False  # wait for every answer: same input, same bytes and masks
     codec: str = "stac"  # or a baseline spec: jpeg:q=90, grace, ..., or h264:crf=28 (keyframes as one stream)
@@ -111,6 +113,8 @@ class RuntimeStats:
     bad_frames: int = 0
     frames_without_answer: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    agreements: list[float] = field(default_factory=list)  # mIoU of the carried mask vs each fresh answer
+    gate_db: float | None = None  # the PSNR gate at the end of the run
 
     def summary(self) -> dict:
         lat = self.latencies_ms
@@ -120,7 +124,9 @@ class RuntimeStats:
                 "edge_timeouts": self.timeouts, "skipped_offloads": self.skipped_offloads,
                 "idrs": self.idrs, "idr_requests": self.idr_requests,
                 "bad_frames": self.bad_frames, "frames_without_answer": self.frames_without_answer,
-                "edge_latency_ms_median": statistics.median(lat) if lat else None}
+                "edge_latency_ms_median": statistics.median(lat) if lat else None,
+                "carried_agreement_mean": statistics.fmean(self.agreements) if self.agreements else None,
+                "gate_db": self.gate_db}
 
 
 class Runtime:
@@ -152,6 +158,9 @@ class Runtime:
             except ValueError as e:
                 raise ValueError(f"--bound: {e}") from None
         self.rate = RateController(config.kbps, config.fps, tables) if config.kbps is not None else None
+        if config.target is not None and config.every:
+            raise ValueError("--target steers the PSNR gate: give --target or --every, not both")
+        self.gate = AccuracyGate(config.target, config.psnr) if config.target is not None else None
         self.regions = region_grid(*blocks_for(self.height, self.width), tables.region_blocks)
         self.region_px = tables.region_blocks * BLOCK
         self.stats = RuntimeStats()
@@ -197,6 +206,12 @@ class Runtime:
         key.full_mask = answer.mask if key.index == self.index - 1 else None  # answered within its frame
         key.mask = cv2.resize(answer.mask, self.proc_size, interpolation=cv2.INTER_NEAREST)
         key.next_levels = answer.next_levels
+        if self.answered is not None:  # how well the device carried the previous answer to this keyframe
+            measured = agreement(warp(self.answered.mask, self.answered.map, nearest=True),
+                                 warp(key.mask, key.map, nearest=True))
+            self.stats.agreements.append(measured)
+            if self.gate is not None:
+                self.gate.update(measured)
         self.answered = key
         for older in [k for k in self.pending if k.index < key.index]:
             older.state = "superseded"
@@ -266,7 +281,7 @@ class Runtime:
         elif self.config.every:
             keyframe = index - reference.index >= self.config.every
         else:
-            keyframe = quality < self.config.psnr
+            keyframe = quality < self.gate_db
 
         offloaded, sent, levels = False, 0, None
         if keyframe:
@@ -324,9 +339,15 @@ class Runtime:
             return np.zeros((self.height, self.width), np.uint8), False
         return self._carried_mask(), True
 
+    @property
+    def gate_db(self) -> float:
+        """The PSNR gate now: fixed, or following the accuracy target."""
+        return self.gate.db if self.gate is not None else self.config.psnr
+
     def close(self, wait: float = 5.0) -> None:
         """Wait (bounded) for answers still in flight, so the last keyframes count."""
         deadline = time.monotonic() + wait
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._collect()
+        self.stats.gate_db = self.gate_db

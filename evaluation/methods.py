@@ -32,6 +32,7 @@ class Setting:
     scale: float | None = None  # STAC: the knob (RuntimeConfig.bound) at this multiple of B; None: no bound sent
     gate: float | None = None  # system level: this PSNR gate (dB) instead of the context's
     every: int | None = None  # system level: a keyframe every this many frames instead of the PSNR gate
+    target: float | None = None  # system level: the gate follows this agreement of carried masks (stac.gate)
 
 
 @dataclass
@@ -226,9 +227,9 @@ def flow_map(previous: np.ndarray, frame: np.ndarray, ctx: Context) -> np.ndarra
 
 
 class Gated(Method):
-    """The device loop (paper Algorithm 2) with the PSNR gate (the setting's, else the context's) or the setting's
-    fixed interval, answers waited for (--sync); STAC keyframes' level maps by ``selection``
-    (RuntimeConfig.selection)."""
+    """The device loop (paper Algorithm 2) with the PSNR gate (the setting's, else the context's; following the
+    setting's accuracy target if it has one) or the setting's fixed interval, answers waited for (--sync); STAC
+    keyframes' level maps by ``selection`` (RuntimeConfig.selection)."""
 
     def __init__(self, name: str, settings: list[Setting], selection: str = RuntimeConfig.selection):
         super().__init__(name, settings)
@@ -236,8 +237,9 @@ class Gated(Method):
 
     def run(self, ctx, clip, indices, scored, setting):
         tables, bound = ctx.operating_point(setting, self.selection == "paper")
-        config = RuntimeConfig(psnr=setting.gate or ctx.gate, every=setting.every, sync=True, codec=setting.spec,
-                               selection=self.selection, bound=bound, flow_width=ctx.flow_width, preset=ctx.preset)
+        config = RuntimeConfig(psnr=setting.gate or ctx.gate, every=setting.every, target=setting.target, sync=True,
+                               codec=setting.spec, selection=self.selection, bound=bound, flow_width=ctx.flow_width,
+                               preset=ctx.preset)
         runtime = Runtime(ctx.edge.with_tables(tables), tables, clip.frames[0].shape[:2], config)
         sizes, masks = [], {}
         for i in indices:

@@ -34,6 +34,8 @@ H264_CRFS = tuple(range(13, 50, 3))
 # gated rows (the paper's and the boundary selection, GRACE, JPEG) keep the paper's gate.
 GATES = (26.0, 30.0, 34.0, 38.0)
 KEYFRAME_INTERVALS = (2, 4, 8)
+# "stac-h264-target": the gate follows an accuracy target instead (RuntimeConfig.target, from the paper's 26 dB)
+AGREEMENT_TARGETS = (0.8, 0.85, 0.9, 0.95)
 # Savings are computed for each subject present: STAC as shipped (JPEG keyframes) and STAC on the inter codec.
 SUBJECTS = ("stac", "stac-h264")
 
@@ -45,8 +47,9 @@ def stac_settings(levels: int = DEFAULT_LEVELS, gates: Sequence[float | None] = 
     return [Setting(_gated(f"scale={s:.3g}", gate), "stac", s, gate=gate) for gate in gates for s in scales]
 
 
-def _gated(label: str, gate: float | None = None, every: int | None = None) -> str:
-    return (f"gate={gate:g}," if gate is not None else "") + (f"every={every}," if every else "") + label
+def _gated(label: str, gate: float | None = None, every: int | None = None, target: float | None = None) -> str:
+    return (f"gate={gate:g}," if gate is not None else "") + (f"every={every}," if every else "") + (
+        f"target={target:g}," if target is not None else "") + label
 
 
 def grace_settings() -> list[Setting]:
@@ -58,10 +61,12 @@ def jpeg_settings(subsamplings: Sequence[str] = ("420", "444")) -> list[Setting]
             for q in JPEG_QUALITIES]
 
 
-def h264_settings(gates: Sequence[float | None] = (None,), intervals: Sequence[int | None] = (None,)) -> list[Setting]:
-    """Every CRF; at the system level at each gate or fixed keyframe interval (None: every frame, or the gate)."""
-    return [Setting(_gated(f"crf={c}", gate, every), f"h264:crf={c}", gate=gate, every=every)
-            for gate in gates for every in intervals for c in H264_CRFS]
+def h264_settings(gates: Sequence[float | None] = (None,), intervals: Sequence[int | None] = (None,),
+                  targets: Sequence[float | None] = (None,)) -> list[Setting]:
+    """Every CRF; at the system level at each gate, fixed keyframe interval or accuracy target (None: every frame,
+    or the context's gate)."""
+    return [Setting(_gated(f"crf={c}", gate, every, target), f"h264:crf={c}", gate=gate, every=every, target=target)
+            for gate in gates for every in intervals for target in targets for c in H264_CRFS]
 
 
 def stac_name(selection: str) -> str:
@@ -84,6 +89,7 @@ def methods(level: str, ctx: Context) -> list[Method]:
         shipped = RuntimeConfig.selection
         return [Gated(stac_name(shipped), stac_settings(gates=GATES), shipped),
                 Gated("stac-h264", h264_settings(gates=GATES)),
+                Gated("stac-h264-target", h264_settings(targets=AGREEMENT_TARGETS)),
                 *(Gated(stac_name(s), stac_settings(), s) for s in SELECTIONS if s != shipped),
                 Gated("grace", grace_settings()), Gated("jpeg", jpeg_settings(("420",))),
                 Gated("h264-keyframes", h264_settings(intervals=KEYFRAME_INTERVALS)),

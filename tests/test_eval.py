@@ -173,11 +173,12 @@ def test_eval_end_to_end(exported, tmp_path):
     methods = {(p["level"], p["method"]) for p in doc["points"]}
     assert methods == {("codec", m) for m in ("jpeg", "grace", "stac", "stac-paper", "stac-boundary", "stac-oracle",
                                               "stac-boundary-oracle", "h264")} | {
-        ("system", m) for m in ("stac", "stac-h264", "stac-paper", "stac-boundary", "grace", "jpeg",
-                                "h264-keyframes", "h264")}
+        ("system", m) for m in ("stac", "stac-h264", "stac-h264-target", "stac-paper", "stac-boundary", "grace",
+                                "jpeg", "h264-keyframes", "h264")}
     system_settings = {p["setting"] for p in doc["points"] if p["level"] == "system" and p["method"] == "stac-h264"}
     assert {"gate=26,crf=31", "gate=38,crf=31"} <= system_settings
     assert "every=4,crf=31" in {p["setting"] for p in doc["points"] if p["method"] == "h264-keyframes"}
+    assert "target=0.9,crf=31" in {p["setting"] for p in doc["points"] if p["method"] == "stac-h264-target"}
     assert all(0 <= p["miou"] <= 1 and p["bytes_per_frame"] > 0 for p in doc["points"])
     codec_frames = {p["frames"] for p in doc["points"] if p["level"] == "codec"}
     system_frames = {p["frames"] for p in doc["points"] if p["level"] == "system"}

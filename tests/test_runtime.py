@@ -307,3 +307,42 @@ def test_bench_device_times_the_boundary_selection(exported):
     assert any(line.startswith("loop, boundary, flow at 176x88") for line in result.output.splitlines())
     costs = next(line for line in result.output.splitlines() if line.startswith("per keyframe"))
     assert "STAC encode" in costs and "boundary map" in costs
+
+
+def test_bench_device_times_keyframes_on_the_inter_codec(exported):
+    from bench.cli import main as bench_main
+
+    result = CliRunner().invoke(bench_main, ["device", "--onnx-dir", str(exported("selfie")), "--size", "352x176",
+                                             "--max-frames", "6", "--flow-width", "176", "--codec", "stac",
+                                             "--codec", "h264:crf=28"])
+    assert result.exit_code == 0, result.output
+    assert any(line.startswith("loop, h264:crf=28, flow at 176x88") for line in result.output.splitlines())
+    costs = next(line for line in result.output.splitlines() if line.startswith("per keyframe"))
+    assert "h264:crf=28 P-frame" in costs
+
+
+def test_the_gate_follows_the_accuracy_target(exported):
+    from stac.gate import GATE_RANGE_DB, AccuracyGate, agreement
+    from stac.video import read_frames, sample_video
+
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:15, 10:20] = 1
+    assert agreement(mask, mask) == 1.0 and agreement(mask, np.roll(mask, 5, axis=1)) < 0.8
+    gate = AccuracyGate(0.9, 26.0)
+    assert gate.update(0.8) > 26.0 and gate.update(1.0) < gate.update(0.7)
+    assert AccuracyGate(0.9, 26.0, gain=1e6).update(0.0) == GATE_RANGE_DB[1]
+    with pytest.raises(ValueError, match="mIoU"):
+        AccuracyGate(1.5, 26.0)
+    edge = LocalEdge(exported("selfie"), TableSet.default())
+    gates, frames = {}, list(read_frames(sample_video("carphone"), max_frames=12))  # a person moving
+    for target in (0.2, 0.999):  # one every carried mask meets, one none can
+        runtime = Runtime(edge, TableSet.default(), frames[0].shape[:2],
+                          RuntimeConfig(sync=True, psnr=40.0, target=target, codec="h264:crf=28"))
+        for frame in frames:
+            runtime.process(frame)
+        runtime.close()
+        assert runtime.stats.agreements and all(0 <= a <= 1 for a in runtime.stats.agreements)
+        gates[target] = runtime.stats.summary()["gate_db"]
+    assert gates[0.2] < 40.0 < gates[0.999]
+    with pytest.raises(ValueError, match="--target or --every"):
+        Runtime(edge, TableSet.default(), (144, 176), RuntimeConfig(target=0.9, every=3))

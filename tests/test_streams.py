@@ -1,0 +1,59 @@
+"""Inter-coded keyframe streams: the IDR request, the edge's per-stream decoders and their rule."""
+import pytest
+
+from stac.codec import make_codec
+from stac.codec.h264 import is_idr
+from stac.edge.streams import NeedIdr, StreamDecoders
+
+
+def _encoder():
+    return make_codec("h264:crf=30,preset=veryfast")
+
+
+def test_request_idr_makes_the_next_unit_an_idr_and_position_counts_units(bikes_frames):
+    codec = _encoder()
+    units = [codec.encode(f) for f in bikes_frames[:3]]
+    assert [is_idr(u) for u in units] == [True, False, False] and codec.position == 3
+    codec.request_idr()
+    idr, after = codec.encode(bikes_frames[3]), codec.encode(bikes_frames[4])
+    assert is_idr(idr) and not is_idr(after) and len(idr) > 4 * len(after)
+    # the IDR starts a decoder that has seen nothing of the stream
+    decoders = StreamDecoders()
+    assert decoders.decode(1, 3, idr).shape == (272, 640, 3)
+    assert decoders.decode(1, 4, after).shape == (272, 640, 3)
+
+
+def test_out_of_order_late_and_unknown_units_are_refused(bikes_frames):
+    codec = _encoder()
+    units = [codec.encode(f) for f in bikes_frames[:4]]
+    decoders = StreamDecoders()
+    with pytest.raises(NeedIdr, match="not held"):
+        decoders.decode(7, 1, units[1])
+    decoders.decode(7, 0, units[0])
+    with pytest.raises(NeedIdr, match="next decodable is 1"):
+        decoders.decode(7, 2, units[2])  # unit 1 lost
+    decoders.decode(7, 1, units[1])  # a refusal leaves the stream as it was
+    with pytest.raises(NeedIdr, match="next decodable is 2"):
+        decoders.decode(7, 1, units[1])  # twice
+    decoders.decode(7, 2, units[2])
+    with pytest.raises(ValueError) as corrupt:
+        decoders.decode(7, 3, b"\x00\x00\x01\x41" + bytes(40))
+    assert not isinstance(corrupt.value, NeedIdr) and len(decoders) == 0  # its references are gone
+    with pytest.raises(NeedIdr):
+        decoders.decode(7, 3, units[3])
+
+
+def test_streams_are_separate_and_the_least_recently_used_is_evicted(bikes_frames, carphone_frames):
+    decoders = StreamDecoders(max_streams=2)
+    a, b, c = _encoder(), _encoder(), _encoder()
+    decoders.decode(1, 0, a.encode(bikes_frames[0]))
+    decoders.decode(2, 0, b.encode(carphone_frames[0]))
+    assert decoders.decode(1, 1, a.encode(bikes_frames[1])).shape == (272, 640, 3)
+    assert decoders.decode(2, 1, b.encode(carphone_frames[1])).shape == (144, 176, 3)
+    decoders.decode(3, 0, c.encode(bikes_frames[2]))  # a third stream evicts stream 1, the least recently used
+    assert len(decoders) == 2
+    with pytest.raises(NeedIdr, match="not held"):
+        decoders.decode(1, 2, a.encode(bikes_frames[2]))
+    decoders.decode(2, 2, b.encode(carphone_frames[2]))
+    decoders.end(2)
+    assert len(decoders) == 1
