@@ -215,12 +215,13 @@ def test_eval_says_what_is_wrong(exported, tmp_path):
     assert bad.exit_code != 0 and "unknown level" in bad.output
 
 
+def point(method, kbps, miou):
+    """A system-level result point of one source."""
+    return {"level": "system", "source": "clip", "method": method, "setting": str(kbps), "kbps": kbps, "miou": miou}
+
+
 def test_savings_also_at_the_accuracy_every_method_reaches():
     from evaluation.run import Evaluation, compare
-
-    def point(method, kbps, miou):
-        return {"level": "system", "source": "clip", "method": method, "setting": str(kbps), "kbps": kbps,
-                "miou": miou}
 
     ev = Evaluation("m", ["clip"], "raw", [point("stac", 100, 0.85), point("stac", 200, 0.9055),
                                            point("grace", 100, 0.80), point("grace", 400, 0.92),
@@ -236,10 +237,6 @@ def test_savings_also_at_the_accuracy_every_method_reaches():
 
 def test_savings_of_each_subject():
     from evaluation.run import Evaluation, compare
-
-    def point(method, kbps, miou):
-        return {"level": "system", "source": "clip", "method": method, "setting": str(kbps), "kbps": kbps,
-                "miou": miou}
 
     ev = Evaluation("m", ["clip"], "raw", [point("stac", 100, 0.94), point("stac", 400, 0.98),
                                            point("stac-h264", 30, 0.94), point("stac-h264", 60, 0.98),

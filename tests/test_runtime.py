@@ -297,28 +297,18 @@ def test_bench_device_prints_the_ratio(exported):
     assert float(loop.split()[-3].rstrip("x")) > 0
 
 
-def test_bench_device_times_the_boundary_selection(exported):
+@pytest.mark.parametrize("options, loop, cost", [
+    (["--selection", "uniform", "--selection", "boundary"], "loop, boundary, flow at 176x88", "boundary map"),
+    (["--codec", "stac", "--codec", "h264:crf=28"], "loop, h264:crf=28, flow at 176x88", "h264:crf=28 P-frame")])
+def test_bench_device_times_selections_and_codecs(exported, options, loop, cost):
     from bench.cli import main as bench_main
 
     result = CliRunner().invoke(bench_main, ["device", "--onnx-dir", str(exported("selfie")), "--size", "352x176",
-                                             "--max-frames", "6", "--flow-width", "176", "--selection", "uniform",
-                                             "--selection", "boundary"])
+                                             "--max-frames", "6", "--flow-width", "176", *options])
     assert result.exit_code == 0, result.output
-    assert any(line.startswith("loop, boundary, flow at 176x88") for line in result.output.splitlines())
+    assert any(line.startswith(loop) for line in result.output.splitlines())
     costs = next(line for line in result.output.splitlines() if line.startswith("per keyframe"))
-    assert "STAC encode" in costs and "boundary map" in costs
-
-
-def test_bench_device_times_keyframes_on_the_inter_codec(exported):
-    from bench.cli import main as bench_main
-
-    result = CliRunner().invoke(bench_main, ["device", "--onnx-dir", str(exported("selfie")), "--size", "352x176",
-                                             "--max-frames", "6", "--flow-width", "176", "--codec", "stac",
-                                             "--codec", "h264:crf=28"])
-    assert result.exit_code == 0, result.output
-    assert any(line.startswith("loop, h264:crf=28, flow at 176x88") for line in result.output.splitlines())
-    costs = next(line for line in result.output.splitlines() if line.startswith("per keyframe"))
-    assert "h264:crf=28 P-frame" in costs
+    assert "STAC encode" in costs and cost in costs
 
 
 def test_the_gate_follows_the_accuracy_target(exported):
