@@ -57,8 +57,8 @@ def main() -> None:
 @click.option("--offline-ok", is_flag=True, help="if the edge never answers at start, run on propagation only")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="write masks/*.png, overlay.mp4")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="report JSON")
-def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, target, codec, selection, bound, kbps, sync, max_frames,
-                pace, fps, flow_width, preset, reference, labels, timeout, wait_edge, offline_ok, out,
+def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, target, codec, selection, bound, kbps, sync,
+                max_frames, pace, fps, flow_width, preset, reference, labels, timeout, wait_edge, offline_ok, out,
                 report_path) -> None:
     """Segment every frame of SOURCE (video file, image folder, camera index or sample clip name)."""
     try:
@@ -67,8 +67,9 @@ def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, target, c
             check_tables(tables, onnx_dir)
         src = Source(source, max_frames, fps)
         warning = tables.size_warning(*first_size(src))
-        config = RuntimeConfig(psnr=psnr, every=every, target=target, sync=sync, codec=codec, selection=selection, bound=bound,
-                               kbps=kbps, fps=src.fps, flow_width=flow_width, preset=preset, timeout=timeout)
+        config = RuntimeConfig(psnr=psnr, every=every, target=target, sync=sync, codec=codec, selection=selection,
+                               bound=bound, kbps=kbps, fps=src.fps, flow_width=flow_width, preset=preset,
+                               timeout=timeout)
         edge = make_edge(edge_spec, tables, onnx_dir, timeout)
         ref = None
         if reference == "model":
