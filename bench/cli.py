@@ -141,8 +141,9 @@ def device(onnx_dir, video, size, max_frames, flow_widths, tables_path, selectio
     h, w = frames[0].shape[:2]
     click.echo(f"{len(frames)} frames {w}x{h} of {video}, local edge in-process")
     click.echo(format_device(timings, baseline))
-    if "boundary" in selections or any(c.startswith("h264") for c in codecs):
-        costs = keyframe_costs(frames[:10], edge, tables, [c for c in codecs if c.startswith("h264")])
+    inter = [c for c in codecs if make_codec(c, tables).route == "h264"]
+    if "boundary" in selections or inter:
+        costs = keyframe_costs(frames[:10], edge, tables, inter)
         click.echo("per keyframe (median ms): " + ", ".join(f"{name} {ms:.1f}" for name, ms in costs.items()))
 
 

@@ -114,7 +114,6 @@ class RuntimeStats:
     frames_without_answer: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     agreements: list[float] = field(default_factory=list)  # mIoU of the carried mask vs each fresh answer
-    gate_db: float | None = None  # the PSNR gate at the end of the run
 
     def summary(self) -> dict:
         lat = self.latencies_ms
@@ -125,8 +124,7 @@ class RuntimeStats:
                 "idrs": self.idrs, "idr_requests": self.idr_requests,
                 "bad_frames": self.bad_frames, "frames_without_answer": self.frames_without_answer,
                 "edge_latency_ms_median": statistics.median(lat) if lat else None,
-                "carried_agreement_mean": statistics.fmean(self.agreements) if self.agreements else None,
-                "gate_db": self.gate_db}
+                "carried_agreement_mean": statistics.fmean(self.agreements) if self.agreements else None}
 
 
 class Runtime:
@@ -301,16 +299,7 @@ class Runtime:
     def _offload(self, index: int, frame: np.ndarray, small: np.ndarray) -> tuple[int, np.ndarray | None]:
         bound = self._bound(index)
         levels = self._next_levels(bound, frame) if self.kind == "stac" else None
-        stream = None
-        if self.kind == "h264":
-            if self.need_idr:
-                self.codec.request_idr()
-                self.need_idr = False
-            position = self.codec.position
-        data = self.codec.encode_levels(frame, levels) if levels is not None else self.codec.encode(frame)
-        if self.kind == "h264":
-            stream = Stream(self.stream_id, position, is_idr(data))
-            self.stats.idrs += stream.start
+        data, stream = self._encode(frame, levels)
         if self.rate:  # the bound the map really coded at: a level's, or the map's geometric mean
             self.rate.update(index, len(data), float(np.exp(np.log(self.tables.bounds[levels]).mean())))
         key = _Keyframe(index, small, self.grid.copy(), time.monotonic(), levels)
@@ -324,6 +313,21 @@ class Runtime:
             self.threads.append(thread)
             thread.start()
         return len(data), levels
+
+    def _encode(self, frame: np.ndarray, levels: np.ndarray | None) -> tuple[bytes, Stream | None]:
+        """The keyframe's bytes and, on an inter codec, its place in the stream (an IDR when one is owed)."""
+        if levels is not None:
+            return self.codec.encode_levels(frame, levels), None
+        if self.kind != "h264":
+            return self.codec.encode(frame), None
+        if self.need_idr:
+            self.codec.request_idr()
+            self.need_idr = False
+        position = self.codec.position
+        data = self.codec.encode(frame)
+        stream = Stream(self.stream_id, position, is_idr(data))
+        self.stats.idrs += stream.start
+        return data, stream
 
     def _carried_mask(self) -> np.ndarray:
         """The newest answer's mask carried to the current frame [H, W] (there must be an answer)."""
@@ -350,4 +354,3 @@ class Runtime:
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._collect()
-        self.stats.gate_db = self.gate_db

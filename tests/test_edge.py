@@ -114,7 +114,7 @@ def test_bad_bitstreams_get_error_responses_and_the_server_keeps_serving(server,
 
 
 def _stream(frames, crf=30):
-    """The access units of ``frames`` as one keyframe stream, and whether each is an IDR."""
+    """The access units of ``frames`` as one keyframe stream."""
     codec = make_codec(f"h264:crf={crf},preset=veryfast", TableSet.default())
     return [codec.encode(f) for f in frames]
 

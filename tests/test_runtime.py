@@ -332,7 +332,7 @@ def test_the_gate_follows_the_accuracy_target(exported):
             runtime.process(frame)
         runtime.close()
         assert runtime.stats.agreements and all(0 <= a <= 1 for a in runtime.stats.agreements)
-        gates[target] = runtime.stats.summary()["gate_db"]
+        gates[target] = runtime.gate_db
     assert gates[0.2] < 40.0 < gates[0.999]
     with pytest.raises(ValueError, match="--target or --every"):
         Runtime(edge, TableSet.default(), (144, 176), RuntimeConfig(target=0.9, every=3))
