@@ -195,12 +195,13 @@ def edge(url, onnx_dir, tables_path, size, requests, device_counts) -> None:
 @click.option("--levels", "levels_spec", default="codec,system", show_default=True,
               help="comma-separated: codec, system, ablation (paper Fig. 6-8 and the gate threshold)")
 @click.option("--targets", default="0.95,0.97,0.98", show_default=True, help="mIoU targets of the comparison")
+@click.option("--methods", "methods_spec", help="comma-separated: only these methods (default: all of each level)")
 @click.option("--gate", type=float, default=26.0, show_default=True, help="PSNR gate (dB) of the system level")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("eval_out"),
               show_default=True, help="results.json, results.csv, figures, report.md")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="also write results here")
 def eval_command(sources, model_name, weights, onnx_dir, tables_path, labels, frames, step, levels_spec, targets,
-                 gate, out, json_path) -> None:
+                 methods_spec, gate, out, json_path) -> None:
     """Rate vs accuracy of STAC, GRACE, JPEG and H.264 on SOURCEs (sample clip names, video files, image
     folders, Cityscapes or CamVid folders; default: the sample clips not used for calibration)."""
     import tempfile
@@ -219,6 +220,7 @@ def eval_command(sources, model_name, weights, onnx_dir, tables_path, labels, fr
     started = time.perf_counter()
     sources = list(sources or EVAL_SOURCES)
     levels = [v.strip() for v in levels_spec.split(",") if v.strip()]
+    only = [v.strip() for v in methods_spec.split(",") if v.strip()] if methods_spec else None
     with tempfile.TemporaryDirectory() as tmp:
         try:
             goals = sorted(float(t) for t in targets.split(","))
@@ -253,9 +255,10 @@ def eval_command(sources, model_name, weights, onnx_dir, tables_path, labels, fr
         ctx = Context(edge, tables, gate=gate)
         scorer = Scorer(edge.segment_session, len(info["classes"]))
         try:
-            with click.progressbar(length=work(levels, ctx, loaded), label="evaluating", file=sys.stderr) as bar:
+            with click.progressbar(length=work(levels, ctx, loaded, only), label="evaluating",
+                                   file=sys.stderr) as bar:
                 evaluation = evaluate(ctx, scorer, loaded, model=info["name"], levels=levels, step=step,
-                                      targets=goals, graph_region_blocks=info.get("region_blocks"),
+                                      targets=goals, graph_region_blocks=info.get("region_blocks"), only=only,
                                       tick=lambda: bar.update(1))
         except ValueError as e:
             raise click.ClickException(str(e)) from None

@@ -10,7 +10,7 @@ import numpy as np
 
 from device_runtime.edge import Edge
 from device_runtime.runtime import Runtime, RuntimeConfig
-from stac.allocate import boundary_levels
+from stac.allocate import boundary_levels, boundary_offsets
 from stac.codec import StacCodec, make_codec
 from stac.flow import Flow
 from stac.tables import TableSet
@@ -41,7 +41,7 @@ def device_loop(frames: list[np.ndarray], edge: Edge, tables: TableSet, config: 
         runtime.process(frame)
     fps = len(frames) / (time.perf_counter() - started)
     runtime.close()
-    what = config.selection if config.codec == "stac" else config.codec
+    what = runtime.config.selection if config.codec == "stac" else config.codec
     return DeviceTiming(f"loop, {what}, flow at {runtime.proc_size[0]}x{runtime.proc_size[1]}", fps,
                         runtime.stats.keyframes, runtime.stats.offloaded)
 
@@ -49,8 +49,8 @@ def device_loop(frames: list[np.ndarray], edge: Edge, tables: TableSet, config: 
 def keyframe_costs(frames: list[np.ndarray], edge: Edge, tables: TableSet,
                    inter: Sequence[str] = ()) -> dict[str, float]:
     """Median milliseconds per keyframe on the device: its STAC encode, choosing a `--selection boundary` map
-    (around the edge's mask of the first frame), and each ``inter`` codec's P-frame (the frames coded as one
-    stream after its IDR, as keyframes are)."""
+    (around the edge's mask of the first frame), and for ``inter`` codecs the boundary offsets (around the same mask)
+    and each codec's P-frame with them (the frames coded as one stream after its IDR, as keyframes are)."""
     codec = StacCodec(tables)
     mask = edge.segment(codec.encode(frames[0]), "stac", frames[0].shape[:2]).mask
     level = tables.middle_level
@@ -65,9 +65,13 @@ def keyframe_costs(frames: list[np.ndarray], edge: Edge, tables: TableSet,
         started = time.perf_counter()
         codec.encode_levels(frame, levels)
         costs["STAC encode"].append(time.perf_counter() - started)
+        if streams:
+            started = time.perf_counter()
+            offsets = boundary_offsets(mask)
+            costs.setdefault("boundary offsets", []).append(time.perf_counter() - started)
         for spec, stream in streams.items():
             started = time.perf_counter()
-            stream.encode(frame)
+            stream.encode_offsets(frame, offsets)
             costs.setdefault(f"{spec} P-frame", []).append(time.perf_counter() - started)
     return {name: float(np.median(v)) * 1e3 for name, v in costs.items()}
 

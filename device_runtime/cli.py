@@ -12,7 +12,7 @@ from stac.tables import TableSet, TableSetError
 
 from .edge import EdgeError, make_edge
 from .run import run
-from .runtime import SELECTIONS, RuntimeConfig
+from .runtime import ROUTE_DEFAULTS, SELECTIONS, RuntimeConfig
 from .sources import Source, first_size
 
 
@@ -29,15 +29,18 @@ def main() -> None:
               help="exported graphs (export/build.py --onnx-only): the local edge, and --reference model")
 @click.option("--tables", "tables_path", type=click.Path(dir_okay=False),
               help="tables.json from stac-calibrate (default: the built-in set)")
-@click.option("--psnr", type=float, default=26.0, show_default=True, help="keyframe when PSNR drops below")
+@click.option("--psnr", type=float, help="keyframe when PSNR drops below (default: "
+              f"{ROUTE_DEFAULTS['stac'].psnr:g} dB, {ROUTE_DEFAULTS['h264'].psnr:g} with --codec h264)")
 @click.option("--every", type=int, help="keyframe every N frames instead of the PSNR gate")
 @click.option("--target", type=float, help="steer the PSNR gate (starting at --psnr) so masks carried between "
               "keyframes agree this well (mIoU) with the edge's fresh ones")
 @click.option("--codec", default="stac", show_default=True,
               help="stac; a baseline: jpeg:q=90, grace; or h264:crf=28 (keyframes as one inter-coded stream)")
-@click.option("--selection", type=click.Choice(SELECTIONS), default=RuntimeConfig.selection, show_default=True,
-              help="STAC level maps: one level everywhere (uniform), the edge's per-region levels (paper), or the "
-              "device's rate-aware map around the mask's boundaries (boundary)")
+@click.option("--selection", type=click.Choice(SELECTIONS),
+              help="how keyframes are shaped: STAC at one level everywhere (uniform), the edge's per-region levels "
+              "(paper), or the device's rate-aware map around the mask's boundaries (boundary); with --codec h264, "
+              "boundary codes macroblocks far from the mask's boundaries coarser (default: "
+              f"{ROUTE_DEFAULTS['stac'].selection}, {ROUTE_DEFAULTS['h264'].selection} with --codec h264)")
 @click.option("--bound", type=float, help="STAC loss bound (default: the table set's B): the level of a uniform map, "
               "and what the edge selects per-region levels against")
 @click.option("--kbps", type=float, help="steer STAC's bound so the uplink meets this budget (Kbps)")

@@ -229,9 +229,9 @@ def flow_map(previous: np.ndarray, frame: np.ndarray, ctx: Context) -> np.ndarra
 class Gated(Method):
     """The device loop (paper Algorithm 2) with the PSNR gate (the setting's, else the context's; following the
     setting's accuracy target if it has one) or the setting's fixed interval, answers waited for (--sync); STAC
-    keyframes' level maps by ``selection`` (RuntimeConfig.selection)."""
+    and H.264 keyframes shaped by ``selection`` (RuntimeConfig.selection; None: the codec's default)."""
 
-    def __init__(self, name: str, settings: list[Setting], selection: str = RuntimeConfig.selection):
+    def __init__(self, name: str, settings: list[Setting], selection: str | None = None):
         super().__init__(name, settings)
         self.selection = selection
 

@@ -13,7 +13,7 @@ POINT_COLUMNS = ["level", "method", "setting", "source", "bytes", "frames", "byt
                  "offloaded_fps", "miou", "fg_iou"]
 STYLE = {"stac": ("C3", "o"), "stac-oracle": ("C1", "^"), "stac-uniform": ("C5", "v"), "grace": ("C0", "s"),
          "jpeg": ("C2", "D"), "h264": ("C7", "x"), "stac-h264": ("C4", "P"), "stac-h264-target": ("C6", "X"),
-         "h264-keyframes": ("C8", "*")}
+         "h264-keyframes": ("C8", "*"), "stac-h264-boundary": ("C9", "p")}
 
 
 def _plt():

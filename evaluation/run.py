@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from device_runtime.runtime import SELECTIONS, RuntimeConfig
+from device_runtime.runtime import ROUTE_DEFAULTS, SELECTIONS
 from stac.tables import DEFAULT_LEVELS
 
 from .bootstrap import FrameSamples, intervals
@@ -37,8 +37,9 @@ GATES = (26.0, 30.0, 34.0, 38.0)
 KEYFRAME_INTERVALS = (2, 4, 8)
 # "stac-h264-target": the gate follows an accuracy target instead (RuntimeConfig.target, from the paper's 26 dB)
 AGREEMENT_TARGETS = (0.8, 0.85, 0.9, 0.95)
-# Savings are computed for each subject present: STAC as shipped (JPEG keyframes) and STAC on the inter codec.
-SUBJECTS = ("stac", "stac-h264")
+# Savings are computed for each subject present: STAC as shipped (JPEG keyframes) and STAC on the inter codec,
+# with x264's own quantizers and with the device's offsets around mask boundaries.
+SUBJECTS = ("stac", "stac-h264", "stac-h264-boundary")
 
 
 def stac_settings(levels: int = DEFAULT_LEVELS, gates: Sequence[float | None] = (None,)) -> list[Setting]:
@@ -73,11 +74,19 @@ def h264_settings(gates: Sequence[float | None] = (None,), intervals: Sequence[i
 def stac_name(selection: str) -> str:
     """`stac` is STAC as shipped (RuntimeConfig's default selection), the savings' subject; the other
     selection is `stac-<selection>`."""
-    return "stac" if selection == RuntimeConfig.selection else f"stac-{selection}"
+    return "stac" if selection == ROUTE_DEFAULTS["stac"].selection else f"stac-{selection}"
 
 
-def methods(level: str, ctx: Context) -> list[Method]:
-    """The compared methods of a level; `stac` is the one the savings are computed for."""
+def methods(level: str, ctx: Context, only: Sequence[str] | None = None) -> list[Method]:
+    """The compared methods of a level (those named in ``only``, if given); savings are computed for SUBJECTS."""
+    return [m for m in _methods(level, ctx) if only is None or m.name in only]
+
+
+def method_names(levels: Sequence[str], ctx: Context) -> set[str]:
+    return {m.name for level in levels if level in LEVELS for m in _methods(level, ctx)}
+
+
+def _methods(level: str, ctx: Context) -> list[Method]:
     if level == "codec":
         return [Plain("jpeg", jpeg_settings()), Plain("grace", grace_settings()),
                 StacUniform(stac_name("uniform"), stac_settings()),
@@ -87,13 +96,14 @@ def methods(level: str, ctx: Context) -> list[Method]:
                 StacBoundaryOracle("stac-boundary-oracle", stac_settings()),
                 Plain("h264", h264_settings())]
     if level == "system":
-        shipped = RuntimeConfig.selection
+        shipped = ROUTE_DEFAULTS["stac"].selection
         return [Gated(stac_name(shipped), stac_settings(gates=GATES), shipped),
-                Gated("stac-h264", h264_settings(gates=GATES)),
-                Gated("stac-h264-target", h264_settings(targets=AGREEMENT_TARGETS)),
+                Gated("stac-h264", h264_settings(gates=GATES), "uniform"),
+                Gated("stac-h264-boundary", h264_settings(gates=GATES), "boundary"),
+                Gated("stac-h264-target", h264_settings(targets=AGREEMENT_TARGETS), "uniform"),
                 *(Gated(stac_name(s), stac_settings(), s) for s in SELECTIONS if s != shipped),
                 Gated("grace", grace_settings()), Gated("jpeg", jpeg_settings(("420",))),
-                Gated("h264-keyframes", h264_settings(intervals=KEYFRAME_INTERVALS)),
+                Gated("h264-keyframes", h264_settings(intervals=KEYFRAME_INTERVALS), "uniform"),
                 Plain("h264", h264_settings())]
     raise ValueError(f"unknown level {level!r} (known: {', '.join(LEVELS)})")
 
@@ -153,13 +163,13 @@ def check_levels(levels: Sequence[str]) -> None:
         raise ValueError(f"unknown level {', '.join(sorted(unknown)) or '(none)'} (known: codec, system, ablation)")
 
 
-def work(levels: Sequence[str], ctx: Context, sources: Sequence[Source]) -> int:
+def work(levels: Sequence[str], ctx: Context, sources: Sequence[Source], only: Sequence[str] | None = None) -> int:
     """Units of progress (``tick`` calls) of an evaluation: one per method, setting and clip."""
     from .ablations import work as ablation_work
 
     clips = sum(len(s.clips) for s in sources)
     return sum(ablation_work(ctx, sources) if level == "ablation"
-               else sum(len(m.settings) for m in methods(level, ctx)) * clips for level in levels)
+               else sum(len(m.settings) for m in methods(level, ctx, only)) * clips for level in levels)
 
 
 def sweep(level: str, method_list: Sequence[Method], ctx: Context, scorer: Scorer, sources: Sequence[Source],
@@ -228,14 +238,19 @@ def compare(evaluation: Evaluation, targets: Sequence[float], rate_key: str = "k
 
 def evaluate(ctx: Context, scorer: Scorer, sources: Sequence[Source], *, model: str, levels: Sequence[str] = LEVELS,
              step: int = 4, targets: Sequence[float] = TARGETS, graph_region_blocks: int | None = None,
-             tick: Callable[[], None] = lambda: None) -> Evaluation:
-    """The whole evaluation: ``levels`` among codec, system and ablation."""
+             only: Sequence[str] | None = None, tick: Callable[[], None] = lambda: None) -> Evaluation:
+    """The whole evaluation: ``levels`` among codec, system and ablation; at the codec and system levels the
+    methods named in ``only`` (default: all)."""
     from .ablations import run_ablations  # the ablations build on the sweeps above
 
     labelled = [s.labelled for s in sources]
     if any(labelled) and not all(labelled):
         raise ValueError("some sources have labels and some do not: evaluate them in separate runs")
     check_levels(levels)
+    unknown = set(only or ()) - method_names(levels, ctx)
+    if unknown:
+        raise ValueError(f"unknown method {', '.join(sorted(unknown))} at levels {', '.join(levels)} (known: "
+                         f"{', '.join(sorted(method_names(levels, ctx)))})")
     evaluation = Evaluation(model, [s.name for s in sources], "labels" if all(labelled) else "raw")
     for level in levels:
         if level == "ablation":
@@ -244,7 +259,7 @@ def evaluate(ctx: Context, scorer: Scorer, sources: Sequence[Source], *, model: 
                                                  graph_region_blocks or ctx.tables.region_blocks, tick)
             evaluation.timing.append({"level": level, "source": "all", "seconds": time.perf_counter() - started})
             continue
-        points, timing = sweep(level, methods(level, ctx), ctx, scorer, sources, step, tick,
+        points, timing = sweep(level, methods(level, ctx, only), ctx, scorer, sources, step, tick,
                                evaluation.samples if level == "codec" else None)
         evaluation.points += points
         evaluation.timing += timing

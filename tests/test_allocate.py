@@ -4,7 +4,8 @@ import pytest
 
 from device_runtime.edge import LocalEdge
 from device_runtime.runtime import Runtime, RuntimeConfig
-from stac.allocate import STEP, allocate, boundary_levels, grown_region_sums, region_rate, region_sensitivity
+from stac.allocate import (COARSER_QP, STEP, allocate, boundary_levels, boundary_offsets, grown_region_sums,
+                           region_rate, region_sensitivity)
 from stac.codec import make_codec
 from stac.codec.transform import blocks_for, dct_quantize
 from stac.tables import TableSet, region_grid
@@ -66,6 +67,19 @@ def test_sensitivity_follows_the_mask_boundary():
     mask[20:50, 30:60] = 1
     sensitivity = region_sensitivity(mask, (3, 4), 24)
     assert sensitivity[0, 0] < sensitivity[1, 1] and sensitivity.min() > 0  # floored, never zero
+
+
+def test_offsets_coarsen_only_macroblocks_far_from_a_boundary():
+    mask = np.zeros((160, 200), np.uint8)
+    mask[40:110, 60:130] = 1
+    offsets = boundary_offsets(mask)
+    assert offsets.shape == (10, 13) and offsets.dtype == np.float32
+    assert offsets[2, 3] == 0 and offsets[9, 0] == COARSER_QP  # on the object's corner; far from it
+    assert offsets[4, 5] == 0  # inside the object, within the margin of its boundary
+    assert set(np.unique(offsets)) == {0.0, COARSER_QP}
+    np.testing.assert_array_equal(boundary_offsets(mask, 6.0, 0) > 0, boundary_offsets(mask, 6.0, 0) == 6.0)
+    assert (boundary_offsets(mask, margin=0) > 0).sum() > (offsets > 0).sum()  # a narrower margin spares fewer
+    assert (boundary_offsets(np.zeros((64, 64), np.uint8)) == COARSER_QP).all()  # nothing to segment anywhere
 
 
 def test_boundary_selection_in_the_runtime(exported, carphone_frames):

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from stac.codec import CODECS, H264Codec, make_codec
+from stac.codec.h264 import macroblocks
 from stac.video import psnr
 
 SPECS = ["jpeg:q=90", "jpeg:q=75,subsampling=444", "grace", "stac", "stac:level=0", "h264:crf=23,preset=veryfast"]
@@ -59,6 +60,66 @@ def test_h264_is_annex_b_with_i_then_p_frames(bikes_frames):
     odd = np.ascontiguousarray(bikes_frames[0][:101, :99])
     codec.reset()
     assert codec.decode(codec.encode(odd)).shape == odd.shape
+
+
+def test_h264_without_offsets_is_pyavs_libx264(carphone_frames):
+    """The system libx264 behind `_libx264`, set as libavcodec sets it: the same bytes as PyAV's own libx264 (all
+    but the first unit, whose SEI names x264's version)."""
+    from fractions import Fraction
+
+    import av
+
+    reference = av.CodecContext.create("libx264", "w")
+    reference.width, reference.height, reference.pix_fmt = 176, 144, "yuv420p"
+    reference.time_base = Fraction(1, 30)
+    reference.options = {"crf": "28", "preset": "medium", "tune": "zerolatency", "bf": "0", "g": "250"}
+    codec = H264Codec(crf=28)
+    for i, frame in enumerate(carphone_frames[:6]):
+        vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
+        vf.pts = i
+        expected = b"".join(bytes(p) for p in reference.encode(vf))
+        if i:
+            assert codec.encode(frame) == expected
+        else:
+            assert abs(len(codec.encode(frame)) - len(expected)) < 64
+
+
+def test_h264_offsets_move_bits_between_macroblocks(carphone_frames):
+    rows, cols = macroblocks(144, 176)
+    assert (rows, cols) == (9, 11) and macroblocks(145, 161) == (10, 11)
+    sizes, quality = {}, {}
+    for name, offsets in (("none", None), ("coarse", np.full((rows, cols), 6.0)),
+                          ("fine", np.full((rows, cols), -6.0))):
+        codec = H264Codec(crf=28)
+        data = [codec.encode_offsets(f, offsets) for f in carphone_frames[:4]]
+        sizes[name] = sum(map(len, data))
+        quality[name] = psnr(carphone_frames[3], _decode_all(data)[-1])
+    assert sizes["fine"] > sizes["none"] > sizes["coarse"]
+    assert quality["fine"] > quality["none"] > quality["coarse"]
+    # the left half finer, the right half coarser: the left half decodes closer to the frame
+    split = np.full((rows, cols), 8.0, np.float32)
+    split[:, :cols // 2] = -8.0
+    back = _decode_all([H264Codec(crf=28).encode_offsets(carphone_frames[0], split)])[0]
+    assert psnr(carphone_frames[0][:, :80], back[:, :80]) > psnr(carphone_frames[0][:, 96:], back[:, 96:]) + 3
+
+
+def _decode_all(data: list[bytes]) -> list[np.ndarray]:
+    decoder = H264Codec()
+    return [decoder.decode(d) for d in data]
+
+
+@pytest.mark.parametrize("offsets, message", [
+    (np.zeros((9, 10), np.float32), r"QP offsets \(9, 10\) for \(9, 11\) macroblocks"),
+    (np.zeros((9, 11, 1), np.float32), "QP offsets"),
+])
+def test_h264_offsets_must_cover_the_macroblocks(offsets, message, carphone_frames):
+    with pytest.raises(ValueError, match=message):
+        H264Codec().encode_offsets(carphone_frames[0], offsets)
+
+
+def test_h264_names_a_bad_preset(carphone_frames):
+    with pytest.raises(ValueError, match="unknown x264 preset"):
+        make_codec("h264:preset=warp").encode(carphone_frames[0])
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -173,8 +173,8 @@ def test_eval_end_to_end(exported, tmp_path):
     methods = {(p["level"], p["method"]) for p in doc["points"]}
     assert methods == {("codec", m) for m in ("jpeg", "grace", "stac", "stac-paper", "stac-boundary", "stac-oracle",
                                               "stac-boundary-oracle", "h264")} | {
-        ("system", m) for m in ("stac", "stac-h264", "stac-h264-target", "stac-paper", "stac-boundary", "grace",
-                                "jpeg", "h264-keyframes", "h264")}
+        ("system", m) for m in ("stac", "stac-h264", "stac-h264-boundary", "stac-h264-target", "stac-paper",
+                                "stac-boundary", "grace", "jpeg", "h264-keyframes", "h264")}
     system_settings = {p["setting"] for p in doc["points"] if p["level"] == "system" and p["method"] == "stac-h264"}
     assert {"gate=26,crf=31", "gate=38,crf=31"} <= system_settings
     assert "every=4,crf=31" in {p["setting"] for p in doc["points"] if p["method"] == "h264-keyframes"}
@@ -194,8 +194,8 @@ def test_eval_end_to_end(exported, tmp_path):
     assert {s["level"] for s in doc["savings"]} == {"codec", "system"}
     assert all({"target", "method", "subject", "rate_subject", "rate_other", "saving", "saving_low", "saving_high"}
                <= set(s) for s in doc["savings"])
-    assert {(s["level"], s["subject"]) for s in doc["savings"]} == {("codec", "stac"), ("system", "stac"),
-                                                                    ("system", "stac-h264")}
+    assert {(s["level"], s["subject"]) for s in doc["savings"]} == {
+        ("codec", "stac"), ("system", "stac"), ("system", "stac-h264"), ("system", "stac-h264-boundary")}
     codec = [s for s in doc["savings"] if s["level"] == "codec" and s["saving_low"] is not None]
     assert codec and all(s["saving_low"] <= s["saving_high"] and 0 < s["reached"] <= 1 for s in codec)
     for name in ("results.csv", "report.md", "codec_carphone.png", "system_carphone.png", "table1_system.png"):
@@ -213,6 +213,22 @@ def test_eval_says_what_is_wrong(exported, tmp_path):
     bad = runner.invoke(bench_main, ["eval", "carphone", "--onnx-dir", str(exported("selfie")), "--tables",
                                      str(tables), "--levels", "fast"])
     assert bad.exit_code != 0 and "unknown level" in bad.output
+    bad = runner.invoke(bench_main, ["eval", "carphone", "--onnx-dir", str(exported("selfie")), "--tables",
+                                     str(tables), "--levels", "codec", "--methods", "stac,stac-h264"])
+    assert bad.exit_code == 1 and "unknown method stac-h264 at levels codec" in bad.output
+
+
+def test_eval_of_chosen_methods(exported, tmp_path):
+    tables = tmp_path / "tables.json"
+    TableSet.default().save(tables)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(bench_main, ["eval", "carphone", "--onnx-dir", str(exported("selfie")),
+                                             "--tables", str(tables), "--frames", "3", "--step", "2", "--levels",
+                                             "system", "--methods", "stac-h264, h264", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "results.json").read_text())
+    assert {p["method"] for p in doc["points"]} == {"stac-h264", "h264"}
+    assert {s["subject"] for s in doc["savings"]} == {"stac-h264"}
 
 
 def point(method, kbps, miou):

@@ -1,8 +1,12 @@
-"""H.264 through PyAV's libx264: CRF rate control, no B-frames, an I-frame then P-frames.
+"""H.264: CRF rate control, no B-frames, an I-frame then P-frames; encoded by the system libx264 (the
+`_libx264` extension, which also takes a quantizer offset per macroblock), decoded by PyAV's libavcodec.
 
 Tuned for live uplink (x264's zerolatency: no lookahead, no frame-thread delay), so every frame's bytes
 exist as soon as the frame is encoded, as a device offloading in real time needs. The bytes counted are
 the raw Annex-B stream (SPS/PPS inline, no container).
+
+With no offsets the bytes equal PyAV's libx264 at the same options (checked frame by frame; only x264's
+version string in the first frame's SEI differs).
 
 The same codec carries STAC's keyframes as one inter-coded stream (route "h264"): only the frames the device
 offloads are encoded, each predicted from the previous one; `request_idr()` makes the next one an IDR (SPS, PPS
@@ -10,13 +14,18 @@ and an I slice that needs nothing before it), as the edge asks after a lost or r
 """
 from __future__ import annotations
 
-from fractions import Fraction
-
 import av
 import numpy as np
 
+from . import _libx264
 from .base import Codec
 from .transform import check_frame, pad_to_multiple
+
+
+FPS = 30  # the stream's nominal rate; CRF rate control sees the same one whatever the source's
+# `--codec h264` as STAC's keyframe stream: chosen with its gate on the calibration clips
+# (device_runtime.runtime.ROUTE_DEFAULTS); comparisons always name their CRF
+DEFAULT_CRF = 34
 
 
 class H264Codec(Codec):
@@ -25,7 +34,7 @@ class H264Codec(Codec):
     route = "h264"
     options = {"crf": int, "preset": str, "keyint": int}
 
-    def __init__(self, crf: int = 23, preset: str = "medium", keyint: int = 250):
+    def __init__(self, crf: int = DEFAULT_CRF, preset: str = "medium", keyint: int = 250):
         if not 0 <= crf <= 51:
             raise ValueError(f"H.264 CRF must be 0..51, got {crf}")
         self.crf, self.preset, self.keyint = crf, preset, keyint
@@ -50,33 +59,28 @@ class H264Codec(Codec):
         """Code the next frame as an IDR: decodable by a decoder that has seen nothing of this stream."""
         self._idr = True
 
-    def _open(self, height: int, width: int) -> None:
-        enc = av.CodecContext.create("libx264", "w")
-        enc.width, enc.height = width + width % 2, height + height % 2  # 4:2:0 needs even sizes
-        enc.pix_fmt = "yuv420p"
-        enc.time_base = Fraction(1, 30)
-        enc.options = {"crf": str(self.crf), "preset": self.preset, "tune": "zerolatency", "bf": "0",
-                       "g": str(self.keyint), "forced-idr": "1"}
-        self._encoder, self._size = enc, (height, width)
-
     def encode(self, frame: np.ndarray) -> bytes:
+        return self.encode_offsets(frame, None)
+
+    def encode_offsets(self, frame: np.ndarray, offsets: np.ndarray | None) -> bytes:
+        """One frame, RGB uint8 [H, W, 3], with a QP offset per 16x16 macroblock (float [ceil(H/16), ceil(W/16)],
+        added to x264's own choice; None: none) -> its access unit."""
         check_frame(frame)
         h, w = frame.shape[:2]
         if self._encoder is None:
-            self._open(h, w)
+            self._encoder = _libx264.Encoder(w + w % 2, h + h % 2, self.crf, self.preset, self.keyint, FPS)
+            self._size = (h, w)  # 4:2:0 needs even sizes: odd ones are padded and cropped after decoding
         elif self._size != (h, w):
             raise ValueError(f"frame size changed from {self._size} to {(h, w)} within one stream; reset() first")
-        padded = pad_to_multiple(frame, 2)
-        vf = av.VideoFrame.from_ndarray(padded, format="rgb24").reformat(format="yuv420p")
-        vf.pts = self._pts
-        if self._idr:
-            vf.pict_type = av.video.frame.PictureType.I
-            self._idr = False
+        if offsets is not None:
+            offsets = np.ascontiguousarray(offsets, np.float32)
+            if offsets.shape != macroblocks(h, w):
+                raise ValueError(f"QP offsets {offsets.shape} for {macroblocks(h, w)} macroblocks")
+        yuv = av.VideoFrame.from_ndarray(pad_to_multiple(frame, 2), format="rgb24").reformat(format="yuv420p")
+        data = self._encoder.encode(yuv.to_ndarray(), offsets, self._idr)
+        self._idr = False
         self._pts += 1
-        packets = self._encoder.encode(vf)
-        if len(packets) != 1:
-            raise RuntimeError(f"libx264 returned {len(packets)} packets for one frame (expected zero latency)")
-        return bytes(packets[0])
+        return data
 
     def decode(self, data: bytes) -> np.ndarray:
         if self._decoder is None:
@@ -91,6 +95,11 @@ class H264Codec(Codec):
         if self._size is not None:
             rgb = rgb[:self._size[0], :self._size[1]]
         return rgb
+
+
+def macroblocks(height: int, width: int) -> tuple[int, int]:
+    """(rows, columns) of 16x16 macroblocks covering a frame."""
+    return -(-height // 16), -(-width // 16)
 
 
 def is_idr(data: bytes) -> bool:
