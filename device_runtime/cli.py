@@ -43,7 +43,8 @@ def main() -> None:
               f"{ROUTE_DEFAULTS['stac'].selection}, {ROUTE_DEFAULTS['h264'].selection} with --codec h264)")
 @click.option("--bound", type=float, help="STAC loss bound (default: the table set's B): the level of a uniform map, "
               "and what the edge selects per-region levels against")
-@click.option("--kbps", type=float, help="steer STAC's bound so the uplink meets this budget (Kbps)")
+@click.option("--kbps", type=float, help="steer STAC's bound (or, with --codec h264, the CRF) so the uplink meets "
+              "this budget (Kbps)")
 @click.option("--sync", is_flag=True, help="wait for each keyframe's answer (deterministic; for evaluation)")
 @click.option("--max-frames", type=int)
 @click.option("--pace", is_flag=True, help="deliver a file's frames at its frame rate, like a camera")

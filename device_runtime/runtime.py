@@ -35,7 +35,7 @@ from stac.edge.streams import Stream
 from stac.flow import Flow, compose, identity_map, processing_size, warp, warp_levels
 from stac.gate import AccuracyGate, agreement
 from stac.inference import check_bound
-from stac.rate import RateController
+from stac.rate import RateController, step_crf
 from stac.tables import BLOCK, TableSet, region_grid
 from stac.codec.transform import blocks_for
 from stac.video import psnr
@@ -82,7 +82,7 @@ class RuntimeConfig:
     selection: str | None = None
     # (psnr and selection: None is the codec's route's default, ROUTE_DEFAULTS)
     bound: float | None = None  # STAC's loss bound (default: the table set's B): its level, and the edge's BOUND
-    kbps: float | None = None  # instead of a fixed bound, steer it to this uplink budget (stac.rate)
+    kbps: float | None = None  # steer STAC's bound, or the inter codec's CRF, to this uplink budget (stac.rate)
     fps: float = 30.0  # the source's frame rate: the rate controller's clock
     flow_width: int = 512  # flow and propagation run at this width (or the frame's, if smaller)
     preset: str = "ultrafast"
@@ -172,8 +172,10 @@ class Runtime:
         if self.kind not in shapeable[config.selection]:
             raise ValueError(f"--selection {config.selection} shapes keyframes of codec "
                              f"{' or '.join(shapeable[config.selection])} only")
-        if (config.kbps is not None or config.bound is not None) and self.kind != "stac":
-            raise ValueError("--kbps and --bound steer STAC keyframes only (codec stac)")
+        if config.bound is not None and self.kind != "stac":
+            raise ValueError("--bound steers STAC keyframes only (codec stac)")
+        if config.kbps is not None and self.kind not in ("stac", "h264"):
+            raise ValueError("--kbps steers STAC or H.264 keyframes only (codec stac or h264)")
         if config.kbps is not None and config.bound is not None:
             raise ValueError("--kbps steers the bound itself: give --kbps or --bound, not both")
         if config.bound is not None:
@@ -181,7 +183,8 @@ class Runtime:
                 check_bound(config.bound)  # the edge refuses what this refuses
             except ValueError as e:
                 raise ValueError(f"--bound: {e}") from None
-        self.rate = RateController(config.kbps, config.fps, tables) if config.kbps is not None else None
+        self.rate = None if config.kbps is None else RateController.for_crf(config.kbps, config.fps, self.codec.crf) \
+            if self.kind == "h264" else RateController.for_bound(config.kbps, config.fps, tables)
         if config.target is not None and config.every:
             raise ValueError("--target steers the PSNR gate: give --target or --every, not both")
         self.gate = AccuracyGate(config.target, config.psnr) if config.target is not None else None
@@ -265,8 +268,8 @@ class Runtime:
     # -- frame side --------------------------------------------------------------------------------------
 
     def _bound(self, index: int) -> float | None:
-        """The loss bound asked of keyframe ``index``; None leaves the edge at its table set's B."""
-        return self.rate.bound(index) if self.rate else self.config.bound
+        """The loss bound asked of STAC keyframe ``index``; None leaves the edge at its table set's B."""
+        return self.rate.knob(index) if self.rate and self.kind == "stac" else self.config.bound
 
     def _next_levels(self, bound: float | None, frame: np.ndarray) -> np.ndarray:
         a = self.answered
@@ -325,9 +328,13 @@ class Runtime:
     def _offload(self, index: int, frame: np.ndarray, small: np.ndarray) -> tuple[int, np.ndarray | None]:
         bound = self._bound(index)
         levels = self._next_levels(bound, frame) if self.kind == "stac" else None
+        if self.rate and self.kind == "h264":
+            step = self.rate.knob(index)
+            self.codec.set_crf(step_crf(step))
         data, stream = self._encode(frame, levels)
-        if self.rate:  # the bound the map really coded at: a level's, or the map's geometric mean
-            self.rate.update(index, len(data), float(np.exp(np.log(self.tables.bounds[levels]).mean())))
+        if self.rate:  # the knob it really coded at: the step, or the map's bound (a level's, its geometric mean)
+            self.rate.update(index, len(data), step if self.kind == "h264"
+                             else float(np.exp(np.log(self.tables.bounds[levels]).mean())))
         key = _Keyframe(index, small, self.grid.copy(), time.monotonic(), levels)
         self.pending.append(key)
         self.stats.offloaded += 1

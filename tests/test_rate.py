@@ -6,7 +6,7 @@ from device_runtime.edge import LocalEdge
 from device_runtime.run import run
 from device_runtime.runtime import Runtime, RuntimeConfig
 from device_runtime.sources import Source
-from stac.rate import RateController, tracking_error
+from stac.rate import CRF_RANGE, RateController, crf_step, step_crf, tracking_error
 from stac.tables import TableSet
 
 
@@ -16,13 +16,13 @@ def _simulate(kbps: float, frames: int = 600, every: int = 3, fps: float = 30.0,
     80-720 Kbps over the default set's levels. The controller assumes another exponent: feedback makes up the
     difference."""
     tables = TableSet.default()
-    controller = RateController(kbps, fps, tables)
+    controller = RateController.for_bound(kbps, fps, tables)
     rng = np.random.default_rng(seed)
     sent = []
     for i in range(frames):
         nbytes = 0
         if i % every == 0:
-            level = tables.level_for(controller.bound(i))
+            level = tables.level_for(controller.knob(i))
             bound = tables.bounds[level]
             nbytes = int(3000 * (bound / tables.bound) ** -exponent * rng.lognormal(0, 0.2))
             controller.update(i, nbytes, bound)
@@ -41,10 +41,10 @@ def test_the_controller_meets_a_reachable_budget(kbps):
 def test_an_unreachable_budget_saturates_at_the_end_levels():
     tables = TableSet.default()
     sent, controller = _simulate(10)
-    assert controller.bound(600) == pytest.approx(tables.bounds[-1])
+    assert controller.knob(600) == pytest.approx(tables.bounds[-1])
     assert tracking_error(sent, 30.0, 10)["rate_error"] > 1  # reported, not hidden
     _, controller = _simulate(1e6)
-    assert controller.bound(600) == pytest.approx(tables.bounds[0])
+    assert controller.knob(600) == pytest.approx(tables.bounds[0])
 
 
 def test_tracking_error_on_known_numbers():
@@ -59,7 +59,27 @@ def test_tracking_error_on_known_numbers():
 @pytest.mark.parametrize("kbps, fps", [(0, 30), (-5, 30), (float("nan"), 30), (100, 0)])
 def test_the_controller_refuses_meaningless_budgets(kbps, fps):
     with pytest.raises(ValueError):
-        RateController(kbps, fps, TableSet.default())
+        RateController.for_bound(kbps, fps, TableSet.default())
+    with pytest.raises(ValueError):
+        RateController.for_crf(kbps, fps, 30)
+
+
+def test_the_crf_controller_meets_a_budget_on_a_known_size_model():
+    """Keyframes every 3rd frame of 2000 B x (step / step(30))^-0.9 with 20% noise; the controller assumes 0.8."""
+    controller = RateController.for_crf(200, 30.0, 30)
+    rng = np.random.default_rng(1)
+    sent, crfs = [], []
+    for i in range(600):
+        nbytes = 0
+        if i % 3 == 0:
+            step = controller.knob(i)
+            crfs.append(step_crf(step))
+            nbytes = int(2000 * (step / crf_step(30)) ** -0.9 * rng.lognormal(0, 0.2))
+            controller.update(i, nbytes, step)
+        sent.append(nbytes)
+    assert crfs[0] == pytest.approx(30) and all(CRF_RANGE[0] <= c <= CRF_RANGE[1] for c in crfs)
+    assert abs(tracking_error(sent[60:], 30.0, 200)["rate_error"]) < 0.05
+    assert step_crf(crf_step(23.5)) == pytest.approx(23.5) and crf_step(36) == pytest.approx(2 * crf_step(30))
 
 
 def test_level_for_picks_the_nearest_level_on_a_log_scale():
@@ -101,7 +121,8 @@ def test_a_fixed_bound_sets_the_level_and_goes_to_the_edge(exported, carphone_fr
 
 
 @pytest.mark.parametrize("config, message", [
-    (RuntimeConfig(codec="jpeg:q=80", kbps=100), "STAC keyframes only"),
+    (RuntimeConfig(codec="jpeg:q=80", kbps=100), "STAC or H.264 keyframes only"),
+    (RuntimeConfig(codec="h264", bound=3.0), "STAC keyframes only"),
     (RuntimeConfig(kbps=100, bound=3.0), "not both"),
     (RuntimeConfig(bound=-1.0), "positive"),
     (RuntimeConfig(kbps=0.0), "positive"),
@@ -112,13 +133,14 @@ def test_rate_options_are_checked(exported, config, message):
         Runtime(LocalEdge(exported("selfie"), tables), tables, (144, 176), config)
 
 
-def test_a_lower_budget_sends_fewer_bytes_and_the_report_says_how_close(exported):
+@pytest.mark.parametrize("codec, budgets", [("stac", (250, 400)), ("h264:crf=30", (30, 60))])
+def test_a_lower_budget_sends_fewer_bytes_and_the_report_says_how_close(exported, codec, budgets):
     tables = TableSet.default()
     reports = [run(Source("carphone", max_frames=120), LocalEdge(exported("selfie"), tables), tables,
-                   RuntimeConfig(sync=True, every=6, kbps=kbps, fps=30.0)) for kbps in (250, 400)]
+                   RuntimeConfig(sync=True, every=6, kbps=kbps, fps=30.0, codec=codec)) for kbps in budgets]
     low, high = reports
     assert low["uplink_kbps"] < high["uplink_kbps"]
-    for report, kbps in zip(reports, (250, 400)):
+    for report, kbps in zip(reports, budgets):
         assert report["kbps_target"] == kbps
         assert report["rate_error"] == pytest.approx(report["uplink_kbps"] / kbps - 1)
         assert abs(report["rate_error"]) < 0.25

@@ -3,7 +3,8 @@
  * PyAV's libx264 (through libavcodec) cannot pass x264's per-macroblock quant_offsets, which is how STAC's
  * device shapes an inter-coded keyframe around what the edge's mask says matters. This module does only what
  * the H.264 codec needs: open an encoder tuned for live uplink, code one 4:2:0 frame at a time (optionally
- * as an IDR, optionally with offsets) and return its Annex-B bytes at once. Bad arguments raise ValueError;
+ * as an IDR, optionally with offsets) and return its Annex-B bytes at once, and change the CRF between frames
+ * (the device's rate control). Bad arguments raise ValueError;
  * the GIL is released while x264 works.
  */
 #define PY_SSIZE_T_CLEAN
@@ -139,6 +140,28 @@ done:
     return result;
 }
 
+/* set_crf(crf): the CRF of the frames coded from now on (x264_encoder_reconfig; fractional values allowed) */
+static PyObject *Encoder_set_crf(Encoder *self, PyObject *arg) {
+    double crf = PyFloat_AsDouble(arg);
+    if (crf == -1.0 && PyErr_Occurred()) return NULL;
+    if (!(crf >= 0 && crf <= 51)) {
+        PyErr_Format(PyExc_ValueError, "CRF must be 0..51, got %g", crf);
+        return NULL;
+    }
+    if (!self->x264) {
+        PyErr_SetString(PyExc_ValueError, "encoder not initialised");
+        return NULL;
+    }
+    x264_param_t p;
+    x264_encoder_parameters(self->x264, &p);
+    p.rc.f_rf_constant = (float)crf;
+    if (x264_encoder_reconfig(self->x264, &p) < 0) {
+        PyErr_SetString(PyExc_ValueError, "x264_encoder_reconfig refused the CRF");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *Encoder_macroblocks(Encoder *self, void *closure) {
     return Py_BuildValue("(ii)", self->mb_height, self->mb_width);
 }
@@ -146,6 +169,7 @@ static PyObject *Encoder_macroblocks(Encoder *self, void *closure) {
 static PyMethodDef Encoder_methods[] = {
     {"encode", (PyCFunction)(void (*)(void))Encoder_encode, METH_VARARGS | METH_KEYWORDS,
      "encode(yuv, offsets=None, idr=False) -> bytes: one frame's Annex-B access unit"},
+    {"set_crf", (PyCFunction)Encoder_set_crf, METH_O, "set_crf(crf): the CRF of the frames coded from now on"},
     {NULL}};
 
 static PyGetSetDef Encoder_getset[] = {

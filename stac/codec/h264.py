@@ -46,6 +46,7 @@ class H264Codec(Codec):
 
     def reset(self) -> None:
         self._encoder = self._decoder = None
+        self._crf: float = self.crf  # the CRF now: the spec's until set_crf
         self._size = None
         self._pts = 0
         self._idr = False
@@ -59,6 +60,15 @@ class H264Codec(Codec):
         """Code the next frame as an IDR: decodable by a decoder that has seen nothing of this stream."""
         self._idr = True
 
+    def set_crf(self, crf: float) -> None:
+        """The CRF of the frames coded from now on in this stream (fractional allowed): a rate controller's knob.
+        The spec keeps the CRF the codec was made with."""
+        if not 0 <= crf <= 51:
+            raise ValueError(f"H.264 CRF must be 0..51, got {crf}")
+        self._crf = crf
+        if self._encoder is not None:
+            self._encoder.set_crf(crf)
+
     def encode(self, frame: np.ndarray) -> bytes:
         return self.encode_offsets(frame, None)
 
@@ -68,7 +78,7 @@ class H264Codec(Codec):
         check_frame(frame)
         h, w = frame.shape[:2]
         if self._encoder is None:
-            self._encoder = _libx264.Encoder(w + w % 2, h + h % 2, self.crf, self.preset, self.keyint, FPS)
+            self._encoder = _libx264.Encoder(w + w % 2, h + h % 2, self._crf, self.preset, self.keyint, FPS)
             self._size = (h, w)  # 4:2:0 needs even sizes: odd ones are padded and cropped after decoding
         elif self._size != (h, w):
             raise ValueError(f"frame size changed from {self._size} to {(h, w)} within one stream; reset() first")
