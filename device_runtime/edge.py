@@ -47,6 +47,10 @@ class Edge(ABC):
         of the keyframe stream ``stream``); size (H, W) of the frame; ``bound``: the loss bound NEXT_LEVELS is
         selected against (default: the table set's B)."""
 
+    def end(self, stream: Stream) -> None:
+        """The device closed its keyframe stream (``stream.position``: the units it sent): the edge may release the
+        stream's decoder."""
+
     def wait_ready(self, timeout: float) -> None:
         """Return once the edge can answer, or raise EdgeError after ``timeout`` seconds."""
 
@@ -84,6 +88,9 @@ class LocalEdge(Edge):
             raise EdgeError(str(e)) from e
         return EdgeAnswer(mask[:size[0], :size[1]], None)
 
+    def end(self, stream: Stream) -> None:
+        self.streams.end(stream.id)
+
 
 def _stream(stream: Stream | None) -> Stream:
     if stream is None:
@@ -92,6 +99,7 @@ def _stream(stream: Stream | None) -> Stream:
 
 
 MODELS = {"stac": "stac", "jpeg": "jpeg_segment", "h264": "h264_segment"}
+STREAM_DECODER = "h264_decode"  # where END goes: an empty unit ends the stream, with nothing to segment
 
 
 class TritonEdge(Edge):
@@ -139,13 +147,25 @@ class TritonEdge(Edge):
             inputs.append(c.InferInput("POSITION", [1], "INT64"))
             inputs[-1].set_data_from_numpy(np.array([stream.position], np.int64))
             extra.update(sequence_id=stream.id, sequence_start=stream.start)
-        try:
-            result = self.client.infer(MODELS[kind], inputs, outputs=outputs, **extra)
-        except Exception as e:  # tritonclient raises its own exception types per protocol
-            raise EdgeError(f"{MODELS[kind]}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+        result = self._infer(MODELS[kind], inputs, outputs, extra)
         mask = result.as_numpy("MASK")
         levels = result.as_numpy("NEXT_LEVELS") if kind == "stac" else None
         return EdgeAnswer(np.asarray(mask, np.uint8)[:size[0], :size[1]], levels)
+
+    def end(self, stream: Stream) -> None:
+        c = self.client_module
+        inputs = [c.InferInput("BITSTREAM", [1], "BYTES"), c.InferInput("POSITION", [1], "INT64")]
+        inputs[0].set_data_from_numpy(np.array([b""], dtype=object))
+        inputs[1].set_data_from_numpy(np.array([stream.position], np.int64))
+        extra = {"client_timeout": self.timeout} if self.scheme == "grpc" else {"timeout": int(self.timeout * 1e6)}
+        self._infer(STREAM_DECODER, inputs, [c.InferRequestedOutput("IMAGE")],
+                    {**extra, "sequence_id": stream.id, "sequence_end": True})
+
+    def _infer(self, model: str, inputs: list, outputs: list, extra: dict):
+        try:
+            return self.client.infer(model, inputs, outputs=outputs, **extra)
+        except Exception as e:  # tritonclient raises its own exception types per protocol
+            raise EdgeError(f"{model}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
 
     def close(self) -> None:
         self.client.close()

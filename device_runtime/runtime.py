@@ -384,8 +384,13 @@ class Runtime:
         return self.gate.db if self.gate is not None else self.config.psnr
 
     def close(self, wait: float = 5.0) -> None:
-        """Wait (bounded) for answers still in flight, so the last keyframes count."""
+        """Wait (bounded) for answers still in flight, so the last keyframes count; end the inter codec's stream."""
         deadline = time.monotonic() + wait
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._collect()
+        if self.kind == "h264" and self.codec.position and not any(t.is_alive() for t in self.threads):
+            try:  # END: the edge may release the stream's decoder now rather than when it goes idle
+                self.edge.end(Stream(self.stream_id, self.codec.position, False))
+            except Exception:  # the edge releases an idle stream by itself
+                pass

@@ -170,6 +170,21 @@ def test_a_lost_keyframe_is_answered_need_idr_and_an_idr_restarts_the_stream(ser
     edge.close()
 
 
+@pytest.mark.parametrize("scheme", ["grpc", "http"])
+def test_end_releases_the_stream(server, scheme, bikes_frames):
+    edge = TritonEdge(_url(server, scheme))
+    units = _stream(bikes_frames[:3])
+    size = bikes_frames[0].shape[:2]
+    sid = 7000 + hash(scheme) % 1000
+    edge.segment(units[0], "h264", size, stream=Stream(sid, 0, True))
+    edge.segment(units[1], "h264", size, stream=Stream(sid, 1, False))
+    edge.end(Stream(sid, 2, False))
+    with pytest.raises(EdgeError, match="START"):  # Triton no longer holds the sequence
+        edge.segment(units[2], "h264", size, stream=Stream(sid, 2, False))
+    assert edge.segment(units[0], "h264", size, stream=Stream(sid, 0, True)).mask.shape == size  # a new stream
+    edge.close()
+
+
 def _other_tables():
     base = TableSet.default()
     return TableSet.from_gradients(base.gradients, base.bound * 3, base.num_coeffs, base.model)

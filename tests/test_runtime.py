@@ -187,6 +187,7 @@ def test_keyframes_go_as_one_inter_coded_stream(exported, bikes_frames):
     assert [s.position for s in edge.streams_seen] == [0, 1, 2] and [s.start for s in edge.streams_seen] == [
         True, False, False]
     assert runtime.stats.answers == 3 and runtime.stats.idrs == 1 and runtime.stats.edge_errors == 0
+    assert len(edge.streams) == 0  # close() ended the stream: the edge let its decoder go
     # every byte counted, and a P-frame costs a fraction of the IDR
     assert runtime.stats.uplink_bytes == sum(edge.sent) and max(edge.sent[1:]) < edge.sent[0] / 2
     # a keyframe's own mask is the edge's segmentation of the decoded stream

@@ -103,7 +103,8 @@ class JpegDecode:
 class H264Decode(JpegDecode):
     """One access unit of a device's keyframe stream (BITSTREAM, POSITION INT64 [1]; the stream is the request's
     sequence correlation ID) -> IMAGE as JpegDecode's. Stateful: Triton's sequence batcher keeps each stream's
-    requests in order on this instance (stac.edge.streams)."""
+    requests in order on this instance (stac.edge.streams). END releases the stream's decoder; an empty unit with
+    END only does that (its IMAGE is empty)."""
 
     def initialize(self, args):
         super().initialize(args)
@@ -114,8 +115,13 @@ class H264Decode(JpegDecode):
         position = pb_utils.get_input_tensor_by_name(request, "POSITION").as_numpy().reshape(-1)
         if position.size != 1:
             raise ValueError(f"POSITION must hold exactly one element, got {position.size}")
-        outputs = self._image(self.streams.decode(stream, int(position[0]), _bitstream(request)))
-        if request.flags() & pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END:
+        data = _bitstream(request)
+        ending = request.flags() & pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END
+        if ending and not data:  # the device closed its stream: nothing to decode, an empty IMAGE
+            self.streams.end(stream)
+            return {"IMAGE": np.zeros((0, 0, 3), np.uint8)}
+        outputs = self._image(self.streams.decode(stream, int(position[0]), data))
+        if ending:
             self.streams.end(stream)
         return outputs
 
