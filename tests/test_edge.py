@@ -139,13 +139,19 @@ def test_two_device_streams_interleaved_equal_the_local_edge(server, local, sche
         edge.close()
 
 
+def _started(server, scheme, frames, sid):
+    """A Triton edge, the access units of three frames as one stream, and that stream started with its IDR."""
+    edge = TritonEdge(_url(server, scheme))
+    units = _stream(frames[:3])
+    size = frames[0].shape[:2]
+    edge.segment(units[0], "h264", size, stream=Stream(sid, 0, True))
+    return edge, units, size
+
+
 @pytest.mark.parametrize("scheme", ["grpc", "http"])
 def test_a_lost_keyframe_is_answered_need_idr_and_an_idr_restarts_the_stream(server, scheme, bikes_frames):
-    edge = TritonEdge(_url(server, scheme))
-    units = _stream(bikes_frames[:3])
-    size = bikes_frames[0].shape[:2]
     sid = 5000 + hash(scheme) % 1000
-    edge.segment(units[0], "h264", size, stream=Stream(sid, 0, True))
+    edge, units, size = _started(server, scheme, bikes_frames, sid)
     # unit 1 is lost on the way: unit 2 cannot be decoded against unit 0
     with pytest.raises(EdgeError) as lost:
         edge.segment(units[2], "h264", size, stream=Stream(sid, 2, False))
@@ -172,11 +178,8 @@ def test_a_lost_keyframe_is_answered_need_idr_and_an_idr_restarts_the_stream(ser
 
 @pytest.mark.parametrize("scheme", ["grpc", "http"])
 def test_end_releases_the_stream(server, scheme, bikes_frames):
-    edge = TritonEdge(_url(server, scheme))
-    units = _stream(bikes_frames[:3])
-    size = bikes_frames[0].shape[:2]
     sid = 7000 + hash(scheme) % 1000
-    edge.segment(units[0], "h264", size, stream=Stream(sid, 0, True))
+    edge, units, size = _started(server, scheme, bikes_frames, sid)
     edge.segment(units[1], "h264", size, stream=Stream(sid, 1, False))
     edge.end(Stream(sid, 2, False))
     with pytest.raises(EdgeError, match="START"):  # Triton no longer holds the sequence
