@@ -11,7 +11,7 @@ import click
 from device_runtime.runtime import SELECTIONS
 from stac.codec import make_codec
 from stac.tables import TableSet
-from stac.video import parse_size, read_frames, sample_video, video_fps
+from stac.video import parse_size, read_frames, resolve_source, sample_video, video_fps
 
 from .codec_bench import format_table, run_codec_bench
 from .head_bench import format_timings, time_head
@@ -45,7 +45,7 @@ def main() -> None:
 def codec(video, specs, tables_path, max_frames, size, fps, json_path, save_dir) -> None:
     """Bytes, Kbps, PSNR and encode/decode time per codec on VIDEO (default: the bikes sample clip)."""
     try:
-        path = Path(video) if video else sample_video("bikes")
+        path = resolve_source(video) if video else sample_video("bikes")
         tables = TableSet.load(tables_path) if tables_path else TableSet.default()
         codecs = [make_codec(s, tables) for s in (specs or DEFAULT_CODECS)]
         if not any(c.name == "jpeg" for c in codecs):
@@ -58,7 +58,11 @@ def codec(video, specs, tables_path, max_frames, size, fps, json_path, save_dir)
     click.echo(f"{path.name}: {len(frames)} frames {w}x{h} at {rate:g} fps; table set {tables.id.hex()} "
                f"({tables.model.get('name')})")
     with click.progressbar(length=len(frames) * len(codecs), label="encoding", file=sys.stderr) as bar:
-        results = run_codec_bench(codecs, frames, rate, Path(save_dir) if save_dir else None, lambda: bar.update(1))
+        try:
+            results = run_codec_bench(codecs, frames, rate, Path(save_dir) if save_dir else None,
+                                      lambda: bar.update(1))
+        except ValueError as e:  # a frame a codec refuses (e.g. larger than its decoder accepts)
+            raise click.ClickException(str(e)) from None
     click.echo(format_table(results))
     if json_path:
         doc = {"video": str(path), "frames": len(frames), "width": w, "height": h, "fps": rate,
@@ -120,7 +124,6 @@ def device(onnx_dir, video, size, max_frames, flow_widths, tables_path, selectio
     the same cores: the numbers are a lower bound for a device whose edge is another machine."""
     from device_runtime.edge import LocalEdge
     from device_runtime.runtime import RuntimeConfig
-    from stac.video import resolve_source
 
     from .device_bench import device_loop, dis_alone, keyframe_costs
     from .device_bench import format_timings as format_device

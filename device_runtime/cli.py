@@ -54,7 +54,8 @@ def main() -> None:
               show_default=True)
 @click.option("--reference", type=click.Choice(["model", "none"]), default="none", show_default=True,
               help="model: score masks against the model on raw frames (needs --onnx-dir)")
-@click.option("--labels", type=click.Path(file_okay=False, path_type=Path), help="class-id PNGs in frame order")
+@click.option("--labels", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="class-id PNGs in frame order")
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="seconds per edge request")
 @click.option("--wait-edge", type=float, default=20.0, show_default=True,
               help="seconds to wait for a remote edge at start")

@@ -39,6 +39,26 @@ class EdgeAnswer:
     next_levels: np.ndarray | None  # uint8 [Rh, Rw]; None for baseline codecs
 
 
+def check_answer(answer: EdgeAnswer, size: tuple[int, int], regions: tuple[int, int] | None, levels: int) -> None:
+    """Raise EdgeError unless ``answer`` is what the device can use: MASK uint8 [H, W] of the frame, and for a STAC
+    keyframe (``regions``: its region grid) NEXT_LEVELS uint8 [Rh, Rw] below ``levels``. An edge that answers
+    anything else (a bug, a mismatched repository, a hostile server) costs a keyframe, never the loop."""
+    mask = answer.mask
+    if not isinstance(mask, np.ndarray) or mask.dtype != np.uint8 or mask.shape != tuple(size):
+        raise EdgeError(f"bad answer: MASK {_describe(mask)}, expected uint8 {list(size)}")
+    if regions is None:
+        return
+    found = answer.next_levels
+    if not isinstance(found, np.ndarray) or found.dtype != np.uint8 or found.shape != tuple(regions):
+        raise EdgeError(f"bad answer: NEXT_LEVELS {_describe(found)}, expected uint8 {list(regions)}")
+    if found.size and int(found.max()) >= levels:
+        raise EdgeError(f"bad answer: NEXT_LEVELS up to {int(found.max())}, the table set has {levels} levels")
+
+
+def _describe(value) -> str:
+    return f"{value.dtype} {list(value.shape)}" if isinstance(value, np.ndarray) else type(value).__name__
+
+
 class Edge(ABC):
     @abstractmethod
     def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None,
@@ -148,9 +168,9 @@ class TritonEdge(Edge):
             inputs[-1].set_data_from_numpy(np.array([stream.position], np.int64))
             extra.update(sequence_id=stream.id, sequence_start=stream.start)
         result = self._infer(MODELS[kind], inputs, outputs, extra)
-        mask = result.as_numpy("MASK")
+        mask = result.as_numpy("MASK")  # checked by the runtime (check_answer), not converted: a wrong type is an error
         levels = result.as_numpy("NEXT_LEVELS") if kind == "stac" else None
-        return EdgeAnswer(np.asarray(mask, np.uint8)[:size[0], :size[1]], levels)
+        return EdgeAnswer(mask[:size[0], :size[1]] if mask is not None and mask.ndim == 2 else mask, levels)
 
     def end(self, stream: Stream) -> None:
         c = self.client_module

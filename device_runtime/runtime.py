@@ -40,7 +40,7 @@ from stac.tables import BLOCK, TableSet, region_grid
 from stac.codec.transform import blocks_for
 from stac.video import psnr
 
-from .edge import Edge, EdgeAnswer, EdgeError
+from .edge import Edge, EdgeAnswer, EdgeError, check_answer
 
 
 # How a STAC keyframe's level map is chosen: one level everywhere (the gradient-shaped tables alone); the
@@ -150,6 +150,11 @@ class Runtime:
     def __init__(self, edge: Edge, tables: TableSet, frame_size: tuple[int, int], config: RuntimeConfig):
         self.edge, self.tables = edge, tables
         self.height, self.width = frame_size
+        for name, value in (("--every", config.every), ("--timeout", config.timeout)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive, got {value:g}")
+        if config.retry_after < 0 or config.max_in_flight < 1:
+            raise ValueError("retry_after must be >= 0 and max_in_flight >= 1")
         self.proc_size = processing_size(self.width, self.height, config.flow_width)  # (w, h)
         self.grid = identity_map(self.proc_size[1], self.proc_size[0])
         self.flow = Flow(config.preset)
@@ -207,6 +212,8 @@ class Runtime:
         try:
             answer: EdgeAnswer | Exception = self.edge.segment(data, self.kind, (self.height, self.width), bound,
                                                                stream)
+            check_answer(answer, (self.height, self.width), self.regions if self.kind == "stac" else None,
+                         self.tables.levels)
         except Exception as e:  # an edge is never allowed to stop the loop
             answer = e
         self.answers.put((key, answer, (time.monotonic() - started) * 1e3))

@@ -17,6 +17,10 @@ FOLDER_FPS = 17.0  # the paper's camera rate, for folders of images unless --fps
 
 class Source:
     def __init__(self, spec: str, max_frames: int | None = None, fps: float | None = None):
+        if fps is not None and not fps > 0:
+            raise ValueError(f"--fps must be positive, got {fps:g}")
+        if max_frames is not None and max_frames < 1:
+            raise ValueError(f"--max-frames must be at least 1, got {max_frames}")
         self.spec, self.max_frames = spec, max_frames
         if spec.isdigit() and spec not in SAMPLES:
             self.kind, self.camera = "camera", int(spec)

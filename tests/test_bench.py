@@ -36,3 +36,14 @@ def test_codec_bench_clear_errors(tmp_path):
     assert result.exit_code != 0 and "no such video file" in result.output
     result = CliRunner().invoke(main, ["codec", str(sample_video("carphone")), "--codec", "png"])
     assert result.exit_code != 0 and "unknown codec 'png'" in result.output
+    # what the STAC decoder would refuse is refused at encode time, in one line
+    result = CliRunner().invoke(main, ["codec", "carphone", "--codec", "stac", "--size", "5000x5000",
+                                       "--max-frames", "1"])
+    assert result.exit_code == 1 and "exceeds the STAC decoder's limit of 16777216 pixels" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_codec_bench_takes_sample_names():
+    result = CliRunner().invoke(main, ["codec", "carphone", "--codec", "jpeg:q=80", "--max-frames", "2"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("carphone")

@@ -1,5 +1,6 @@
 """The device runtime: flow propagation, gating, the loop with a real local edge, faults, the CLI."""
 import json
+import re
 import threading
 import time
 
@@ -9,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from device_runtime.cli import main as runtime_main
-from device_runtime.edge import EdgeError, LocalEdge
+from device_runtime.edge import EdgeAnswer, EdgeError, LocalEdge, check_answer
 from device_runtime.run import run
 from device_runtime.runtime import Runtime, RuntimeConfig
 from device_runtime.sources import Source
@@ -159,6 +160,38 @@ def test_unset_gate_and_selection_are_the_codecs_defaults(exported, codec, psnr,
     assert (told.config.psnr, told.config.selection) == (20.0, "uniform")
 
 
+class Garbled(LocalEdge):
+    """The real local edge, its answers replaced by what a broken or hostile edge might send."""
+
+    def segment(self, data, kind, size, bound=None, stream=None):
+        answer = super().segment(data, kind, size, bound, stream)
+        return self.garble(answer)
+
+
+@pytest.mark.parametrize("garble, message", [
+    (lambda a: EdgeAnswer(np.zeros((0, 0), np.uint8), a.next_levels), "MASK uint8 [0, 0]"),
+    (lambda a: EdgeAnswer(np.zeros((7, 9), np.uint8), a.next_levels), "MASK uint8 [7, 9]"),
+    (lambda a: EdgeAnswer(np.stack([a.mask] * 3, -1), a.next_levels), "MASK uint8 [144, 176, 3]"),
+    (lambda a: EdgeAnswer(a.mask.astype(np.float32), a.next_levels), "MASK float32"),
+    (lambda a: EdgeAnswer(None, a.next_levels), "MASK NoneType"),
+    (lambda a: EdgeAnswer(a.mask, a.next_levels + 16), "NEXT_LEVELS up to"),
+    (lambda a: EdgeAnswer(a.mask, a.next_levels[:2]), "NEXT_LEVELS uint8 [2,"),
+    (lambda a: EdgeAnswer(a.mask, None), "NEXT_LEVELS NoneType"),
+])
+def test_a_bad_answer_is_an_edge_error_and_every_frame_keeps_a_mask(exported, carphone_frames, garble, message):
+    tables = TableSet.default()
+    edge = Garbled(exported("selfie"), tables)
+    edge.garble = garble
+    runtime = Runtime(edge, tables, carphone_frames[0].shape[:2],
+                      RuntimeConfig(sync=True, every=1, retry_after=0.0, selection="paper"))
+    results = [runtime.process(f) for f in carphone_frames]
+    assert runtime.stats.edge_errors == runtime.stats.offloaded == 4 and runtime.stats.answers == 0
+    assert all(r.mask.shape == (144, 176) and r.mask.dtype == np.uint8 for r in results)
+    with pytest.raises(EdgeError, match=re.escape(message)):
+        check_answer(garble(LocalEdge.segment(edge, make_codec("stac", tables).encode(carphone_frames[0]), "stac",
+                                               (144, 176))), (144, 176), runtime.regions, tables.levels)
+
+
 def test_an_edge_failing_every_third_request(exported):
     tables = TableSet.default()
     edge = Recording(exported("selfie"), tables, fail_every=3)
@@ -301,6 +334,13 @@ def test_cli_errors(exported, tmp_path):
     mismatch = runner.invoke(runtime_main, ["run", "carphone", "--onnx-dir", folder,
                                             "--tables", str(tmp_path / "other.json")])
     assert mismatch.exit_code == 1 and "calibrated for selfie" in mismatch.output
+    for option, value, message in (("--flow-width", "8", "--flow-width must be at least 16 px"),
+                                   ("--fps", "0", "--fps must be positive"), ("--every", "0", "--every must be"),
+                                   ("--timeout", "0", "--timeout must be positive"),
+                                   ("--max-frames", "-3", "--max-frames must be at least 1"),
+                                   ("--labels", str(tmp_path / "nowhere"), "does not exist")):
+        bad = runner.invoke(runtime_main, ["run", "carphone", "--onnx-dir", folder, option, value])
+        assert bad.exit_code != 0 and message in bad.output and "Traceback" not in bad.output, (option, bad.output)
     no_local = runner.invoke(runtime_main, ["run", "carphone"])
     assert no_local.exit_code == 1 and "--edge local needs --onnx-dir" in no_local.output
     down = runner.invoke(runtime_main, ["run", "carphone", "--edge", "grpc://127.0.0.1:9", "--wait-edge", "1"])

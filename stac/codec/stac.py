@@ -43,6 +43,8 @@ class StacCodec(Codec):
         """Encode with a level per region, uint8 [Rh, Rw] (the edge's NEXT_LEVELS, propagated)."""
         check_frame(frame)
         h, w = frame.shape[:2]
+        if h * w > self.max_pixels:  # what read_stac refuses is never written
+            raise ValueError(f"frame {w}x{h} exceeds the STAC decoder's limit of {self.max_pixels} pixels")
         blv = block_levels(levels, *blocks_for(h, w), self.tables.region_blocks)
         return write_stac(dct_quantize(frame, blv, self._steps), levels, h, w, self.tables)
 
