@@ -135,6 +135,26 @@ def test_bad_specs_name_the_problem(spec, message, default_tables):
         make_codec(spec, default_tables)
 
 
+def test_jpeg_size_is_read_from_the_header_alone(carphone_frames):
+    from stac.codec.jpeg import decode_jpeg, jpeg_size
+
+    data = make_codec("jpeg:q=80").encode(carphone_frames[0])
+    assert jpeg_size(data) == (144, 176)
+    png = io.BytesIO()
+    Image.fromarray(carphone_frames[0]).save(png, format="PNG")
+    for bad, message in ((b"", "not a JPEG"), (png.getvalue(), "not a JPEG"), (data[:20], "no frame header"),
+                         (b"\xff\xd8" + bytes(8), "no marker at byte 2")):
+        with pytest.raises(ValueError, match=message):
+            decode_jpeg(bad)
+    # a header claiming 30000x30000 over a few KB of data: refused before any decoding
+    sof = data.index(b"\xff\xc0")
+    bomb = data[:sof + 5] + (30000).to_bytes(2, "big") * 2 + data[sof + 9:]
+    assert jpeg_size(bomb) == (30000, 30000)
+    with pytest.raises(ValueError, match="30000x30000 is larger than this edge accepts"):
+        decode_jpeg(bomb, max_pixels=4096 * 4096)
+    assert decode_jpeg(data, max_pixels=176 * 144).shape == (144, 176, 3)
+
+
 def test_bad_frames_name_the_problem(default_tables):
     for spec in SPECS:
         with pytest.raises(ValueError, match="RGB uint8"):

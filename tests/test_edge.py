@@ -1,4 +1,5 @@
 """The Triton edge, against a real tritonserver process (the nvidia-pytriton wheel's), over gRPC and HTTP."""
+import io
 import json
 import os
 import subprocess
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from PIL import Image
 
 from device_runtime.edge import EdgeError, LocalEdge, TritonEdge
 from stac.codec import make_codec
@@ -110,6 +112,24 @@ def test_bad_bitstreams_get_error_responses_and_the_server_keeps_serving(server,
         np.testing.assert_array_equal(good.mask, local.segment(data, "stac", size).mask)
     with pytest.raises(EdgeError):
         edge.segment(b"\xff\xd8 not really", "jpeg", size)
+    edge.close()
+
+
+@pytest.mark.parametrize("scheme", ["grpc", "http"])
+def test_bad_input_is_invalid_argument_without_a_traceback(server, scheme, carphone_frames):
+    edge = TritonEdge(_url(server, scheme))
+    data = make_codec("jpeg:q=80").encode(carphone_frames[0])
+    sof = data.index(b"\xff\xc0")
+    bomb = data[:sof + 5] + (30000).to_bytes(2, "big") * 2 + data[sof + 9:]
+    png = io.BytesIO()
+    Image.fromarray(carphone_frames[0]).save(png, format="PNG")
+    for bad, message in ((b"", "not a JPEG"), (png.getvalue(), "not a JPEG"), (bomb, "larger than this edge")):
+        with pytest.raises(EdgeError) as error:
+            edge.segment(bad, "jpeg", (144, 176))
+        assert message in str(error.value) and "Traceback" not in str(error.value)
+        status = str(error.value.__cause__.status())
+        assert status == ("StatusCode.INVALID_ARGUMENT" if scheme == "grpc" else "400"), status
+        assert edge.segment(data, "jpeg", (144, 176)).mask.shape == (144, 176)  # and the server keeps serving
     edge.close()
 
 

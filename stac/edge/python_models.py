@@ -40,14 +40,22 @@ def _bitstream(request) -> bytes:
 
 
 def _serve(requests, handle):
+    """One response per request: its outputs, or an error that fails only that request. Bad input (ValueError:
+    BitstreamError, TableSetError, undecodable or oversized images, wrong sizes) is INVALID_ARGUMENT (HTTP 400)
+    with its message; anything else is INTERNAL with the exception's type only, so no traceback or server path
+    reaches a client."""
     responses = []
     for request in requests:
         try:
             outputs = handle(request)
             responses.append(pb_utils.InferenceResponse(
                 output_tensors=[pb_utils.Tensor(name, value) for name, value in outputs.items()]))
-        except ValueError as e:  # BitstreamError, TableSetError, undecodable JPEG, wrong sizes
-            responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e))))
+        except ValueError as e:
+            responses.append(pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG)))
+        except Exception as e:  # a bug fails its request, not the model
+            responses.append(pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(f"internal error ({type(e).__name__})", pb_utils.TritonError.INTERNAL)))
     return responses
 
 
@@ -94,7 +102,7 @@ class JpegDecode:
         return {"IMAGE": pad_to_multiple(image, self.multiple)}
 
     def _handle(self, request):
-        return self._image(decode_jpeg(_bitstream(request)))
+        return self._image(decode_jpeg(_bitstream(request), self.max_pixels))
 
     def execute(self, requests):
         return _serve(requests, self._handle)
