@@ -7,10 +7,11 @@ from pathlib import Path
 
 import click
 
+from stac.codec import make_codec
 from stac.inference import SegmentSession, check_tables, model_info
 from stac.tables import TableSet, TableSetError
 
-from .edge import EdgeError, make_edge
+from .edge import EdgeError, check_table_set, make_edge
 from .run import run
 from .runtime import ROUTE_DEFAULTS, SELECTIONS, RuntimeConfig
 from .sources import Source, first_size
@@ -89,10 +90,14 @@ def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, target, c
         click.echo(f"warning: {warning}", err=True)
     try:
         edge.wait_ready(wait_edge)
+        if make_codec(codec, tables).route == "stac":
+            check_table_set(edge, tables)
     except EdgeError as e:
         if not offline_ok:
             raise click.ClickException(f"{e} (pass --offline-ok to run on propagation only)") from None
         click.echo(f"warning: {e}; running on propagation only until it answers", err=True)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
 
     with click.progressbar(length=src.count() or 0, label="frames", file=sys.stderr, show_pos=True,
                            item_show_func=lambda live: live) as bar:

@@ -71,6 +71,10 @@ class Edge(ABC):
         """The device closed its keyframe stream (``stream.position``: the units it sent): the edge may release the
         stream's decoder."""
 
+    @abstractmethod
+    def table_sets(self) -> list[str]:
+        """The ids (hex) of the table sets whose STAC keyframes this edge decodes (EdgeError: no answer)."""
+
     def wait_ready(self, timeout: float) -> None:
         """Return once the edge can answer, or raise EdgeError after ``timeout`` seconds."""
 
@@ -111,6 +115,9 @@ class LocalEdge(Edge):
     def end(self, stream: Stream) -> None:
         self.streams.end(stream.id)
 
+    def table_sets(self) -> list[str]:
+        return [self.tables.id.hex()]
+
 
 def _stream(stream: Stream | None) -> Stream:
     if stream is None:
@@ -119,6 +126,7 @@ def _stream(stream: Stream | None) -> Stream:
 
 
 MODELS = {"stac": "stac", "jpeg": "jpeg_segment", "h264": "h264_segment"}
+TABLE_SETS_MODEL = "stac_decode"  # its config lists the table sets the edge holds
 STREAM_DECODER = "h264_decode"  # where END goes: an empty unit ends the stream, with nothing to segment
 
 
@@ -172,6 +180,17 @@ class TritonEdge(Edge):
         levels = result.as_numpy("NEXT_LEVELS") if kind == "stac" else None
         return EdgeAnswer(mask[:size[0], :size[1]] if mask is not None and mask.ndim == 2 else mask, levels)
 
+    def table_sets(self) -> list[str]:
+        try:
+            config = self.client.get_model_config(TABLE_SETS_MODEL) if self.scheme == "http" else \
+                self.client.get_model_config(TABLE_SETS_MODEL, as_json=True)["config"]
+            return config["parameters"]["table_sets"]["string_value"].split(",")
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{TABLE_SETS_MODEL}: its config names no table_sets (a repository from an older "
+                             f"export/build.py: rebuild it)") from e
+        except Exception as e:  # tritonclient raises its own exception types per protocol
+            raise EdgeError(f"{TABLE_SETS_MODEL}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+
     def end(self, stream: Stream) -> None:
         c = self.client_module
         inputs = [c.InferInput("BITSTREAM", [1], "BYTES"), c.InferInput("POSITION", [1], "INT64")]
@@ -189,6 +208,15 @@ class TritonEdge(Edge):
 
     def close(self) -> None:
         self.client.close()
+
+
+def check_table_set(edge: Edge, tables: TableSet) -> None:
+    """The handshake: ValueError unless the edge holds ``tables`` (else it would refuse every STAC keyframe)."""
+    held = edge.table_sets()
+    if tables.id.hex() not in held:
+        raise ValueError(f"the edge holds table set {', '.join(held)}, this device codes with {tables.id.hex()}: "
+                         f"every STAC keyframe would be refused; pass --tables with the edge's tables.json (the "
+                         f"one export/build.py wrote into its model repository)")
 
 
 def make_edge(spec: str, tables: TableSet, onnx_dir: str | Path | None = None, timeout: float = 10.0) -> Edge:

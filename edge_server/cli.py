@@ -56,12 +56,13 @@ def serve(repo, address, http_port, grpc_port, metrics_port, timeout) -> None:
 @click.option("--wait", type=float, default=10.0, show_default=True)
 def check(url, tables_path, wait) -> None:
     """Health, model list and one real keyframe (carphone, STAC-coded) through the stac ensemble."""
-    from device_runtime.edge import EdgeError, TritonEdge
+    from device_runtime.edge import EdgeError, TritonEdge, check_table_set
 
     try:
         tables = TableSet.load(tables_path)
         edge = TritonEdge(url)
         edge.wait_ready(wait)
+        check_table_set(edge, tables)
         models = [m["name"] if isinstance(m, dict) else m.name for m in
                   (edge.client.get_model_repository_index() if edge.scheme == "http"
                    else edge.client.get_model_repository_index().models)]
@@ -72,7 +73,7 @@ def check(url, tables_path, wait) -> None:
         ms = (time.perf_counter() - started) * 1e3
     except (TableSetError, ValueError, EdgeError) as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"{url}: ready; models {', '.join(sorted(models))}")
+    click.echo(f"{url}: ready; models {', '.join(sorted(models))}; table set {tables.id.hex()}")
     click.echo(f"one keyframe ({len(data)} B, 176x144): {ms:.1f} ms, mask classes {np.unique(answer.mask).tolist()}, "
                f"next levels {answer.next_levels.shape}")
 

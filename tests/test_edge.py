@@ -11,7 +11,7 @@ import pytest
 import tritonclient.http as httpclient
 from PIL import Image
 
-from device_runtime.edge import EdgeError, LocalEdge, TritonEdge
+from device_runtime.edge import EdgeError, LocalEdge, TritonEdge, check_table_set
 from stac.codec import make_codec
 from stac.edge.repository import MODELS, write_repository
 from stac.edge.streams import Stream
@@ -228,6 +228,24 @@ def test_two_runtimes_at_once(server, exported, tmp_path, codec):
         assert report["frames"] == 40 and report["edge_errors"] == 0 and report["answers"] == report["offloaded"]
         assert report["idr_requests"] == 0 and report["idrs"] == (1 if codec.startswith("h264") else 0)
     assert reports[0]["uplink_bytes"] == reports[1]["uplink_bytes"]  # --sync: same input, same bytes
+
+
+@pytest.mark.parametrize("scheme", ["grpc", "http"])
+def test_the_table_set_handshake(server, scheme, tmp_path):
+    edge = TritonEdge(_url(server, scheme))
+    assert edge.table_sets() == [TableSet.default().id.hex()]
+    check_table_set(edge, TableSet.default())
+    with pytest.raises(ValueError, match="the edge holds table set .* every STAC keyframe would be refused"):
+        check_table_set(edge, _other_tables())
+    edge.close()
+    _other_tables().save(tmp_path / "other.json")
+    for tool in ("device_runtime.cli", "edge_server.cli"):
+        args = ["run", "carphone", "--edge", _url(server, scheme), "--max-frames", "5"] \
+            if tool == "device_runtime.cli" else ["check", _url(server, scheme)]
+        refused = subprocess.run([sys.executable, "-m", tool, *args, "--tables", str(tmp_path / "other.json")],
+                                 cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 1 and "the edge holds table set" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
 
 
 def test_server_stops_and_removes_its_shared_memory_when_a_test_fails(repository):

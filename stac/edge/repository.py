@@ -106,8 +106,9 @@ def write_repository(repo: str | Path, onnx_dir: str | Path, tables: TableSet, b
     for stale in MODELS:
         shutil.rmtree(repo / stale, ignore_errors=True)
     limits = {"max_pixels": str(max_pixels)}
-    _write(repo, "stac_decode", model_config("stac_decode", "python", DECODE_IO, params={"tables": "tables.json",
-                                                                                          **limits}),
+    # table_sets: the ids of the sets held, which devices read from the config at start (the handshake)
+    _write(repo, "stac_decode", model_config("stac_decode", "python", DECODE_IO, params={
+        "tables": "tables.json", "table_sets": tables.id.hex(), **limits}),
            {"model.py": _adapter("stac_decode"), "tables.json": tables.to_json().encode()})
     image_params = {"size_multiple": str(info["size_multiple"]), **limits}
     _write(repo, "jpeg_decode", model_config("jpeg_decode", "python", JPEG_DECODE_IO, params=image_params),
