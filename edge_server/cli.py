@@ -29,8 +29,11 @@ def main() -> None:
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="seconds to wait for ready")
 def serve(repo, address, http_port, grpc_port, metrics_port, timeout) -> None:
     """Start tritonserver on REPO and keep it up until Ctrl-C or SIGTERM."""
-    server = TritonServer(repo, address=address, http_port=http_port, grpc_port=grpc_port,
-                          metrics_port=metrics_port, ready_timeout=timeout)
+    try:
+        server = TritonServer(repo, address=address, http_port=http_port, grpc_port=grpc_port,
+                              metrics_port=metrics_port, ready_timeout=timeout)
+    except ServerError as e:
+        raise click.ClickException(str(e)) from None
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     try:

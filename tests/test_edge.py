@@ -2,6 +2,7 @@
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -308,20 +309,13 @@ def test_bench_edge_against_the_server(server, exported, tmp_path):
 
 def test_stac_edge_serve_stops_on_sigterm(repository):
     import signal
-    import time
 
     from stac.edge.server import free_port
 
     ports = [str(free_port()) for _ in range(3)]
-    process = subprocess.Popen([sys.executable, "-m", "edge_server.cli", "serve", "--repo", str(repository),
-                                "--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]],
-                               cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
+    process = _serve(repository, ports)
     try:
-        deadline = time.monotonic() + 180
-        line = ""
-        while "ready:" not in line and time.monotonic() < deadline:
-            line = process.stderr.readline()
-        assert "ready:" in line
+        assert "ready:" in _wait_ready(process)
         done = subprocess.run([sys.executable, "-m", "edge_server.cli", "check", f"http://127.0.0.1:{ports[0]}",
                                "--tables", str(repository / "stac_decode" / "1" / "tables.json")],
                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
@@ -332,3 +326,85 @@ def test_stac_edge_serve_stops_on_sigterm(repository):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def _serve(repository, ports):
+    return subprocess.Popen([sys.executable, "-m", "edge_server.cli", "serve", "--repo", str(repository),
+                             "--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]],
+                            cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_ready(process, seconds=180):
+    import time
+
+    deadline, line = time.monotonic() + seconds, ""
+    while "ready:" not in line and time.monotonic() < deadline and process.poll() is None:
+        line = process.stderr.readline()
+    return line
+
+
+def test_a_killed_serve_leaves_no_server_behind(repository):
+    import signal
+    import time
+
+    from stac.edge.server import free_port
+
+    ports = [str(free_port()) for _ in range(3)]
+    first = _serve(repository, ports)
+    try:
+        line = _wait_ready(first)
+        assert "ready:" in line
+        workdir = Path(line.split("(log ")[1].rstrip(")\n")).parent
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _holding(ports[0]):
+            time.sleep(0.5)
+        assert not _holding(ports[0])  # tritonserver died with its parent, and its stubs with it
+        second = _serve(repository, ports)  # the same ports: ready means this server
+        try:
+            line = _wait_ready(second)
+            assert "ready:" in line
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(60) == 0
+            assert not Path(line.split("(log ")[1].rstrip(")\n")).parent.exists()  # the work folder went too
+        finally:
+            if second.poll() is None:
+                second.kill()
+        shutil.rmtree(workdir, ignore_errors=True)  # a SIGKILLed serve cannot clean up after itself
+    finally:
+        if first.poll() is None:
+            first.kill()
+
+
+def _holding(port: str) -> bool:
+    """Whether a process other than ours serves HTTP on ``port``."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/live", timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_serve_refuses_what_it_cannot_serve(repository, tmp_path):
+    import socket
+
+    from stac.edge.server import free_port
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    ports = [str(free_port()), str(free_port())]
+    (tmp_path / "empty").mkdir()
+    for args, message in (
+            (["--repo", str(tmp_path / "none")], "does not exist"),
+            (["--repo", str(tmp_path / "empty")], "holds no models"),
+            (["--repo", str(repository), "--http-port", "70000"], "port 70000 is out of range"),
+            (["--repo", str(repository), "--http-port", str(taken.getsockname()[1]), "--grpc-port", ports[0],
+              "--metrics-port", ports[1]], f"port {taken.getsockname()[1]} on 127.0.0.1 is in use")):
+        done = subprocess.run([sys.executable, "-m", "edge_server.cli", "serve", *args], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    taken.close()

@@ -4,11 +4,15 @@ The wheel carries tritonserver and its python backend but not the backend stub i
 backend directory of links (the stub finds its Python through PATH, so this interpreter's bin goes first),
 give the python backend a unique shared-memory prefix (so parallel servers never collide, and we remove
 exactly our own /dev/shm files), and poll /v2/health/ready with a deadline: a stub that cannot start
-would otherwise hang model loading forever.
+would otherwise hang model loading forever. The server dies with the process that started it (Linux's parent-death
+signal), so a killed `stac-edge serve` leaves no server holding the ports; ports already taken are refused before
+starting, so "ready" is always our own server's answer. Stopping removes the work folder and our shared memory.
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +22,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import NoReturn
 
 
 class ServerError(RuntimeError):
@@ -41,6 +46,30 @@ def _wheel_root() -> Path:
     return root
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the parent dies (prctl; a no-op where there is none)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def check_port(address: str, port: int) -> None:
+    """ServerError unless ``port`` is a valid port and free on ``address``."""
+    if not 1 <= port <= 65535:
+        raise ServerError(f"port {port} is out of range (1..65535)")
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as tritonserver binds: TIME_WAIT is no owner
+        try:
+            s.bind((address, port))
+        except OSError as e:
+            raise ServerError(f"port {port} on {address} is in use or not available ({e.strerror}): another "
+                              f"server, or one left behind, holds it") from None
+
+
 class TritonServer:
     def __init__(self, repo: str | Path, *, address: str = "127.0.0.1", http_port: int | None = None,
                  grpc_port: int | None = None, metrics_port: int | None = None, ready_timeout: float = 120.0,
@@ -50,10 +79,17 @@ class TritonServer:
         self.repo = Path(repo).resolve()
         if not self.repo.is_dir():
             raise ServerError(f"model repository {self.repo} does not exist (python export/build.py builds it)")
+        if not any(self.repo.glob("*/config.pbtxt")):
+            raise ServerError(f"model repository {self.repo} holds no models (python export/build.py builds it)")
         self.address, self.ready_timeout = address, ready_timeout
         self.http_port = http_port or free_port()
         self.grpc_port = grpc_port or free_port()
         self.metrics_port = metrics_port or free_port()
+        if len({self.http_port, self.grpc_port, self.metrics_port}) < 3:
+            raise ServerError("the HTTP, gRPC and metrics ports must differ")
+        for port in (self.http_port, self.grpc_port, self.metrics_port):
+            if not 1 <= port <= 65535:
+                raise ServerError(f"port {port} is out of range (1..65535)")
         self.prefix = f"stac{uuid.uuid4().hex[:10]}"
         self.workdir = Path(tempfile.mkdtemp(prefix="stac-triton-"))
         self.log_path = Path(log_path) if log_path else self.workdir / "tritonserver.log"
@@ -92,19 +128,24 @@ class TritonServer:
                    f"--exit-on-error={str(self.exit_on_error).lower()}",
                    f"--strict-readiness={str(self.exit_on_error).lower()}"]
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        for port in (self.http_port, self.grpc_port, self.metrics_port):
+            check_port(self.address, port)
         self.log = open(self.log_path, "wb")
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env,
-                                        start_new_session=True)
+                                        start_new_session=True, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                self.stop()
-                raise ServerError(f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}")
-            if self.ready():
+                self._fail(f"tritonserver exited with {self.process.returncode}")
+            if self.ready() and self.process.poll() is None:
                 return self
             time.sleep(0.25)
+        self._fail(f"tritonserver not ready after {self.ready_timeout:g} s")
+
+    def _fail(self, what: str) -> NoReturn:
+        tail = self.log_tail()  # before stop() removes the work folder
         self.stop()
-        raise ServerError(f"tritonserver not ready after {self.ready_timeout:g} s:\n{self.log_tail()}")
+        raise ServerError(f"{what}:\n{tail}")
 
     def ready(self) -> bool:
         try:
@@ -140,6 +181,7 @@ class TritonServer:
             leftover.unlink(missing_ok=True)
         if getattr(self, "log", None):
             self.log.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def shared_memory_files(self) -> list[Path]:
         return sorted(Path("/dev/shm").glob(f"{self.prefix}*"))
