@@ -9,6 +9,7 @@ import click
 import numpy as np
 
 from stac.codec import make_codec
+from stac.edge.repository import MODELS
 from stac.edge.server import ServerError, TritonServer
 from stac.tables import TableSet, TableSetError
 from stac.video import read_frames, sample_video
@@ -27,11 +28,13 @@ def main() -> None:
 @click.option("--grpc-port", type=int, default=8001, show_default=True)
 @click.option("--metrics-port", type=int, default=8002, show_default=True)
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="seconds to wait for ready")
-def serve(repo, address, http_port, grpc_port, metrics_port, timeout) -> None:
+@click.option("--admin-api", is_flag=True, help="open shared-memory registration, repository control, trace and "
+              "log settings to every client (restricted by default)")
+def serve(repo, address, http_port, grpc_port, metrics_port, timeout, admin_api) -> None:
     """Start tritonserver on REPO and keep it up until Ctrl-C or SIGTERM."""
     try:
         server = TritonServer(repo, address=address, http_port=http_port, grpc_port=grpc_port,
-                              metrics_port=metrics_port, ready_timeout=timeout)
+                              metrics_port=metrics_port, ready_timeout=timeout, admin_api=admin_api)
     except ServerError as e:
         raise click.ClickException(str(e)) from None
     stop = []
@@ -66,9 +69,7 @@ def check(url, tables_path, wait) -> None:
         edge = TritonEdge(url)
         edge.wait_ready(wait)
         check_table_set(edge, tables)
-        models = [m["name"] if isinstance(m, dict) else m.name for m in
-                  (edge.client.get_model_repository_index() if edge.scheme == "http"
-                   else edge.client.get_model_repository_index().models)]
+        models = [name for name in MODELS if edge.client.is_model_ready(name)]  # no repository API needed
         frame = next(iter(read_frames(sample_video("carphone"), 1)))
         data = make_codec("stac", tables).encode(frame)
         started = time.perf_counter()

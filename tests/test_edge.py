@@ -56,9 +56,26 @@ def _keyframes(frames, tables):
 def test_server_is_ready_and_lists_the_models(server):
     client = httpclient.InferenceServerClient(server.http_url)
     assert client.is_server_ready()
-    names = {m["name"] for m in client.get_model_repository_index()}
+    names = {m["name"] for m in client.get_model_repository_index(headers=server.admin_headers())}
     assert names == set(MODELS)
     assert all(client.is_model_ready(n) for n in names)
+
+
+@pytest.mark.parametrize("scheme", ["grpc", "http"])
+def test_admin_apis_are_restricted(server, scheme):
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    client = (grpcclient if scheme == "grpc" else httpclient).InferenceServerClient(
+        server.grpc_url if scheme == "grpc" else server.http_url)
+    for call in (client.get_model_repository_index, lambda **kw: client.unload_model("segment", **kw),
+                 lambda **kw: client.get_log_settings(**kw), lambda **kw: client.get_trace_settings(**kw),
+                 lambda **kw: client.get_system_shared_memory_status(**kw)):
+        with pytest.raises(InferenceServerException, match="restricted|not allowed|admin"):
+            call()
+    assert client.is_model_ready("segment") and client.get_model_config("stac_decode")  # what devices need
+    assert client.get_log_settings(headers=server.admin_headers(scheme))  # with the key
+    client.close()
 
 
 @pytest.mark.parametrize("scheme", ["grpc", "http"])
@@ -272,7 +289,8 @@ def test_onnxruntime_repository_passes_tritons_config_parsing(exported, tmp_path
     models fail at backend lookup, but every config parses and the python models load."""
     repo = write_repository(tmp_path / "gpu", exported("selfie"), TableSet.default(), "onnxruntime")
     with TritonServer(repo, exit_on_error=False, ready_timeout=180) as running:
-        index = {m["name"]: m for m in httpclient.InferenceServerClient(running.http_url).get_model_repository_index()}
+        index = {m["name"]: m for m in httpclient.InferenceServerClient(running.http_url).get_model_repository_index(
+            headers=running.admin_headers())}
         log = running.log_tail(400)
     assert index["stac_decode"]["state"] == "READY" and index["jpeg_decode"]["state"] == "READY"
     for name in ("stac_head", "segment"):

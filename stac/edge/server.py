@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -47,6 +48,8 @@ def _wheel_root() -> Path:
 
 
 PR_SET_PDEATHSIG = 1
+RESTRICTED = ("shared-memory", "model-repository", "trace", "logging")  # Triton's API groups a device never uses
+ADMIN_HEADER = "stac-admin-key"
 
 
 def _die_with_parent() -> None:
@@ -73,9 +76,11 @@ def check_port(address: str, port: int) -> None:
 class TritonServer:
     def __init__(self, repo: str | Path, *, address: str = "127.0.0.1", http_port: int | None = None,
                  grpc_port: int | None = None, metrics_port: int | None = None, ready_timeout: float = 120.0,
-                 log_path: str | Path | None = None, exit_on_error: bool = True):
+                 log_path: str | Path | None = None, exit_on_error: bool = True, admin_api: bool = False):
         """exit_on_error=False keeps the server up when some model fails to load (and then "ready" means
-        live: for inspecting a repository)."""
+        live: for inspecting a repository). Unless ``admin_api``, the APIs a device never needs (RESTRICTED: shared
+        memory registration, repository control, trace and log settings) answer only requests that carry
+        ``admin_headers(scheme)``, with a key made for this server and never printed."""
         self.repo = Path(repo).resolve()
         if not self.repo.is_dir():
             raise ServerError(f"model repository {self.repo} does not exist (python export/build.py builds it)")
@@ -90,11 +95,18 @@ class TritonServer:
         for port in (self.http_port, self.grpc_port, self.metrics_port):
             if not 1 <= port <= 65535:
                 raise ServerError(f"port {port} is out of range (1..65535)")
+        self.admin_key = None if admin_api else secrets.token_hex(16)
         self.prefix = f"stac{uuid.uuid4().hex[:10]}"
         self.workdir = Path(tempfile.mkdtemp(prefix="stac-triton-"))
         self.log_path = Path(log_path) if log_path else self.workdir / "tritonserver.log"
         self.process: subprocess.Popen | None = None
         self.exit_on_error = exit_on_error
+
+    def admin_headers(self, scheme: str = "http") -> dict[str, str]:
+        """What opens the restricted APIs to a tritonclient request (gRPC prefixes the header's name)."""
+        if not self.admin_key:
+            return {}
+        return {("triton-grpc-protocol-" if scheme == "grpc" else "") + ADMIN_HEADER: self.admin_key}
 
     @property
     def http_url(self) -> str:
@@ -127,6 +139,9 @@ class TritonServer:
                    "--allow-gpu-metrics=false", f"--backend-config=python,shm-region-prefix-name={self.prefix}",
                    f"--exit-on-error={str(self.exit_on_error).lower()}",
                    f"--strict-readiness={str(self.exit_on_error).lower()}"]
+        if self.admin_key:
+            key = f"{','.join(RESTRICTED)}:{ADMIN_HEADER}={self.admin_key}"
+            command += [f"--http-restricted-api={key}", f"--grpc-restricted-protocol={key}"]
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         for port in (self.http_port, self.grpc_port, self.metrics_port):
             check_port(self.address, port)
