@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from calibration.calibrate import DEFAULT_SIZE, calibrate_default  # noqa: E402
 from calibration.search import CalibrationError  # noqa: E402
-from stac.edge.repository import BACKENDS, write_repository  # noqa: E402
+from stac.edge.repository import BACKENDS, EDGE_MAX_BYTES, EDGE_MAX_PIXELS, write_repository  # noqa: E402
 from stac.models import MODELS, WeightsError  # noqa: E402
 from stac.models.to_onnx import ExportError, export_model, validate  # noqa: E402
 from stac.tables import TableSet, TableSetError  # noqa: E402
@@ -37,7 +37,11 @@ from stac.video import parse_size  # noqa: E402
 @click.option("--onnx-only", is_flag=True, help="write the ONNX graphs only (no calibration, no repository)")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("triton_models"),
               show_default=True)
-def main(model_name, weights, backend, tables_path, size, cpu, onnx_only, out) -> None:
+@click.option("--max-pixels", type=int, default=EDGE_MAX_PIXELS, show_default=True,
+              help="largest frame (W x H) the edge decodes; refused from its header before any work")
+@click.option("--max-bytes", type=int, default=EDGE_MAX_BYTES, show_default=True,
+              help="largest request BITSTREAM the edge accepts")
+def main(model_name, weights, backend, tables_path, size, cpu, onnx_only, out, max_pixels, max_bytes) -> None:
     try:
         onnx_dir = out if onnx_only else out.with_name(out.name + "_onnx")
         paths = export_model(model_name, onnx_dir, weights)
@@ -55,7 +59,7 @@ def main(model_name, weights, backend, tables_path, size, cpu, onnx_only, out) -
             out.mkdir(parents=True, exist_ok=True)
             result.tables.save(out / "tables.json")
             click.echo(f"B = {tables.bound:.4g}, table set {tables.id.hex()} -> {out / 'tables.json'}")
-        write_repository(out, onnx_dir, tables, backend, gpu=not cpu)
+        write_repository(out, onnx_dir, tables, backend, max_pixels, gpu=not cpu, max_bytes=max_bytes)
         if tables_path:
             tables.save(out / "tables.json")  # clients code keyframes with what the edge holds
     except (WeightsError, ExportError, CalibrationError, TableSetError, ValueError) as e:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from device_runtime.edge import EdgeError, LocalEdge, TritonEdge, check_table_set
 from stac.codec import make_codec
-from stac.edge.repository import MODELS, write_repository
+from stac.edge.repository import EDGE_MAX_BYTES, MODELS, write_repository
 from stac.edge.streams import Stream
 from stac.edge.server import ServerError, TritonServer
 from stac.tables import TableSet
@@ -141,7 +141,9 @@ def test_bad_input_is_invalid_argument_without_a_traceback(server, scheme, carph
     bomb = data[:sof + 5] + (30000).to_bytes(2, "big") * 2 + data[sof + 9:]
     png = io.BytesIO()
     Image.fromarray(carphone_frames[0]).save(png, format="PNG")
-    for bad, message in ((b"", "not a JPEG"), (png.getvalue(), "not a JPEG"), (bomb, "larger than this edge")):
+    huge = data + bytes(EDGE_MAX_BYTES)  # a valid JPEG with trailing bytes past the request limit
+    for bad, message in ((b"", "not a JPEG"), (png.getvalue(), "not a JPEG"), (bomb, "larger than this edge"),
+                         (huge, f"exceeds this edge's limit of {EDGE_MAX_BYTES} bytes")):
         with pytest.raises(EdgeError) as error:
             edge.segment(bad, "jpeg", (144, 176))
         assert message in str(error.value) and "Traceback" not in str(error.value)

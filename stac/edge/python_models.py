@@ -31,12 +31,15 @@ def _parameter(args, key: str) -> str:
     return params[key]["string_value"]
 
 
-def _bitstream(request) -> bytes:
+def _bitstream(request, max_bytes: int) -> bytes:
     value = pb_utils.get_input_tensor_by_name(request, "BITSTREAM").as_numpy().reshape(-1)
     if value.size != 1:
         raise ValueError(f"BITSTREAM must hold exactly one element, got {value.size}")
     data = value[0]
-    return data if isinstance(data, bytes) else bytes(data)
+    data = data if isinstance(data, bytes) else bytes(data)
+    if len(data) > max_bytes:
+        raise ValueError(f"BITSTREAM of {len(data)} bytes exceeds this edge's limit of {max_bytes} bytes")
+    return data
 
 
 def _serve(requests, handle):
@@ -78,9 +81,10 @@ class StacDecode:
         folder = _model_dir(args)
         self.tables = [TableSet.load(folder / name) for name in _parameter(args, "tables").split(",")]
         self.max_pixels = int(_parameter(args, "max_pixels"))
+        self.max_bytes = int(_parameter(args, "max_bytes"))
 
     def _handle(self, request):
-        frame = read_stac(_bitstream(request), self.tables, max_pixels=self.max_pixels)
+        frame = read_stac(_bitstream(request, self.max_bytes), self.tables, max_pixels=self.max_pixels)
         return {"COEFFS": frame.coeffs, "LEVELS": frame.levels, "TABLES": frame.tables.steps,
                 "BOUND": np.array([_bound(request, frame.tables.bound)], np.float32)}
 
@@ -94,6 +98,7 @@ class JpegDecode:
     def initialize(self, args):
         self.multiple = int(_parameter(args, "size_multiple"))
         self.max_pixels = int(_parameter(args, "max_pixels"))
+        self.max_bytes = int(_parameter(args, "max_bytes"))
 
     def _image(self, image: np.ndarray) -> dict:
         h, w = image.shape[:2]
@@ -102,7 +107,7 @@ class JpegDecode:
         return {"IMAGE": pad_to_multiple(image, self.multiple)}
 
     def _handle(self, request):
-        return self._image(decode_jpeg(_bitstream(request), self.max_pixels))
+        return self._image(decode_jpeg(_bitstream(request, self.max_bytes), self.max_pixels))
 
     def execute(self, requests):
         return _serve(requests, self._handle)
@@ -123,7 +128,7 @@ class H264Decode(JpegDecode):
         position = pb_utils.get_input_tensor_by_name(request, "POSITION").as_numpy().reshape(-1)
         if position.size != 1:
             raise ValueError(f"POSITION must hold exactly one element, got {position.size}")
-        data = _bitstream(request)
+        data = _bitstream(request, self.max_bytes)
         ending = request.flags() & pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END
         if ending and not data:  # the device closed its stream: nothing to decode, an empty IMAGE
             self.streams.end(stream)

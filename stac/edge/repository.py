@@ -41,6 +41,11 @@ H264_DECODE_IO = {"input": [("BITSTREAM", "STRING", [1]), ("POSITION", "INT64", 
                   "output": JPEG_DECODE_IO["output"]}
 ADAPTERS = {"stac_decode": "StacDecode", "jpeg_decode": "JpegDecode", "h264_decode": "H264Decode",
             "stac_head": "OnnxModel", "segment": "OnnxModel"}
+# The edge's defaults. 2048x2048 (twice the paper's 2048x1024): the selfie head's gradient pass peaks at 0.63 GB of
+# RSS there (0.38 GB at 2048x1024; 4096x4096 took 2.4 GB). 16 MB: at 2048x2048 even uniform noise, the worst case,
+# codes to 8.5 MB as STAC's finest level and 11.7 MB as a 4:4:4 JPEG at quality 100.
+EDGE_MAX_PIXELS = 2048 * 2048
+EDGE_MAX_BYTES = 16 * 2 ** 20
 MODELS = ("stac_decode", "stac_head", "stac", "segment", "jpeg_decode", "jpeg_segment", "h264_decode", "h264_segment")
 # Device streams: Triton routes each sequence's requests in order to the one instance holding its decoder. The
 # "oldest" strategy serves many sequences on one instance (the default "direct" one gives a max_batch_size 0
@@ -97,15 +102,18 @@ def _adapter(name: str) -> bytes:
 
 
 def write_repository(repo: str | Path, onnx_dir: str | Path, tables: TableSet, backend: str = "python",
-                     max_pixels: int = DEFAULT_MAX_PIXELS, gpu: bool = True) -> Path:
-    """Write (or overwrite) the models (MODELS) into ``repo``; returns it."""
+                     max_pixels: int = EDGE_MAX_PIXELS, gpu: bool = True, max_bytes: int = EDGE_MAX_BYTES) -> Path:
+    """Write (or overwrite) the models (MODELS) into ``repo``; returns it. The decode models refuse requests over
+    ``max_bytes`` and frames over ``max_pixels`` before any work."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     repo, onnx_dir = Path(repo), Path(onnx_dir)
     info = model_info(onnx_dir)
     for stale in MODELS:
         shutil.rmtree(repo / stale, ignore_errors=True)
-    limits = {"max_pixels": str(max_pixels)}
+    if not 0 < max_pixels <= DEFAULT_MAX_PIXELS or max_bytes <= 0:
+        raise ValueError(f"max_pixels must be 1..{DEFAULT_MAX_PIXELS} and max_bytes positive")
+    limits = {"max_pixels": str(max_pixels), "max_bytes": str(max_bytes)}
     # table_sets: the ids of the sets held, which devices read from the config at start (the handshake)
     _write(repo, "stac_decode", model_config("stac_decode", "python", DECODE_IO, params={
         "tables": "tables.json", "table_sets": tables.id.hex(), **limits}),
