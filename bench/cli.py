@@ -182,6 +182,42 @@ def edge(url, onnx_dir, tables_path, size, requests, device_counts) -> None:
     click.echo(format_edge(remote, local))
 
 
+@main.command()
+@click.argument("url")
+@click.option("--tables", "tables_path", type=click.Path(dir_okay=False), required=True,
+              help="the table set the edge holds (the valid STAC keyframe is coded with it)")
+@click.option("--requests", type=int, default=10000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="seconds before a request is a hang")
+@click.option("--pid", type=int, help="the server's process id, for its memory (and its stubs') before and after")
+def fuzz(url, tables_path, requests, seed, timeout, pid) -> None:
+    """Mutated STAC and JPEG keyframes (bit flips, truncation, header edits, bombs, random bytes) to URL:
+    errors, successes, hangs and crashes, and the server's memory."""
+    from device_runtime.edge import TritonEdge, check_table_set
+
+    from .fuzz import format_report
+    from .fuzz import fuzz as run_fuzz
+
+    try:
+        if requests < 1 or timeout <= 0:
+            raise ValueError("--requests must be at least 1 and --timeout positive")
+        tables = TableSet.load(tables_path)
+        edge = TritonEdge(url, timeout)
+        edge.wait_ready(30)
+        check_table_set(edge, tables)
+        edge.close()
+    except Exception as e:  # bad tables, unreachable edge, another table set: say which
+        raise click.ClickException(str(e)) from None
+    frame = next(iter(read_frames(sample_video("carphone"), 1)))
+    keyframes = {kind: (make_codec(spec, tables).encode(frame), frame.shape[:2])
+                 for kind, spec in (("stac", "stac"), ("jpeg", "jpeg:q=80"))}
+    with click.progressbar(length=requests, label="fuzzing", file=sys.stderr) as bar:
+        report = run_fuzz(url, keyframes, requests, seed, timeout, pid, lambda: bar.update(1))
+    click.echo(format_report(report))
+    if report.total("crash") or report.total("hang"):
+        raise SystemExit(1)
+
+
 @main.command("eval")
 @click.argument("sources", nargs=-1)
 @click.option("--model", "model_name", default="selfie", show_default=True, help="model to export (without --onnx-dir)")

@@ -428,3 +428,21 @@ def test_serve_refuses_what_it_cannot_serve(repository, tmp_path):
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
     taken.close()
+
+
+@pytest.mark.parametrize("scheme", ["grpc", "http"])
+def test_bench_fuzz_short_run(server, scheme, tmp_path):
+    from click.testing import CliRunner
+
+    from bench.cli import main as bench_main
+
+    TableSet.default().save(tmp_path / "tables.json")
+    result = CliRunner().invoke(bench_main, ["fuzz", _url(server, scheme), "--tables", str(tmp_path / "tables.json"),
+                                             "--requests", "100", "--pid", str(server.process.pid)])
+    assert result.exit_code == 0, result.output
+    summary = next(line for line in result.output.splitlines() if " requests in " in line)
+    assert summary.startswith("100 requests") and " 0 hangs, 0 crashes" in summary
+    errors = int(summary.split(": ")[1].split(" errors")[0])
+    assert errors >= 50  # truncations, header edits, bombs and random bytes are refused
+    assert "server RSS" in result.output
+    assert {"stac", "jpeg"} <= {line.split()[0] for line in result.output.splitlines()[1:11]}

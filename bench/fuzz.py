@@ -1,0 +1,148 @@
+"""Hostile keyframes against a live edge: mutations of valid STAC and JPEG keyframes, each sent once, each outcome
+counted, and the server's memory before and after.
+
+Outcomes: ``error`` (an error response: what bad input must get), ``success`` (the mutant still decoded: bit flips
+in entropy-coded data often do), ``hang`` (no answer within the timeout), ``crash`` (the server stopped answering
+its health check after the request). After every ``error`` the same client sends the valid keyframe again: a
+request that fails must not break the next one, and a failure there counts as a crash.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from device_runtime.edge import EdgeError, TritonEdge
+
+MUTATIONS = ("bit flips", "truncation", "header edit", "bomb", "random bytes")
+
+
+def mutate(data: bytes, kind: str, how: str, rng: np.random.Generator) -> bytes:
+    """One mutant of a valid keyframe ``data`` (route ``kind``: "stac" or "jpeg")."""
+    if how == "bit flips":
+        out = bytearray(data)
+        for position in rng.integers(0, len(out) * 8, rng.integers(1, 9)):
+            out[position // 8] ^= 1 << (position % 8)
+        return bytes(out)
+    if how == "truncation":
+        return data[:rng.integers(0, len(data))]
+    if how == "header edit":  # the markers, sizes and tables all live in the first bytes
+        out = bytearray(data)
+        for position in rng.integers(0, min(len(out), 160), rng.integers(1, 5)):
+            out[position] = rng.integers(0, 256)
+        return bytes(out)
+    if how == "bomb":  # a huge frame size over the same few KB
+        side = int(rng.choice([4097, 30000, 65500]))
+        return bomb(data, kind, side)
+    return rng.bytes(int(rng.integers(0, 4096)))
+
+
+def bomb(data: bytes, kind: str, side: int) -> bytes:
+    """``data`` with its frame header claiming side x side pixels (STAC: the APP11 header, docs/bitstream.md)."""
+    out = bytearray(data)
+    if kind == "jpeg":
+        sof = data.index(b"\xff\xc0")
+        out[sof + 5:sof + 9] = side.to_bytes(2, "big") * 2
+    else:
+        out[22:26] = side.to_bytes(2, "big") * 2
+    return bytes(out)
+
+
+@dataclass
+class FuzzReport:
+    outcomes: Counter = field(default_factory=Counter)  # (kind, mutation, outcome) -> count
+    rss_before: int | None = None  # bytes, the server and its python stubs
+    rss_after: int | None = None
+    seconds: float = 0.0
+    examples: dict = field(default_factory=dict)  # outcome -> one error message
+
+    def total(self, outcome: str) -> int:
+        return sum(n for (_, _, o), n in self.outcomes.items() if o == outcome)
+
+
+def fuzz(url: str, keyframes: dict[str, tuple[bytes, tuple[int, int]]], requests: int, seed: int = 0,
+         timeout: float = 10.0, pid: int | None = None, tick: Callable[[], None] = lambda: None) -> FuzzReport:
+    """``requests`` mutants, alternating over ``keyframes`` (route -> (valid keyframe, frame size)) and MUTATIONS."""
+    rng = np.random.default_rng(seed)
+    edge = TritonEdge(url, timeout)
+    report = FuzzReport(rss_before=server_rss(pid))
+    started = time.perf_counter()
+    kinds = sorted(keyframes)
+    for i in range(requests):
+        kind, how = kinds[i % len(kinds)], MUTATIONS[(i // len(kinds)) % len(MUTATIONS)]
+        data, size = keyframes[kind]
+        outcome = _send(edge, mutate(data, kind, how, rng), kind, size, report)
+        if outcome == "error":
+            try:
+                edge.segment(data, kind, size)
+            except EdgeError as e:
+                outcome = "crash"
+                report.examples.setdefault("crash", f"a valid keyframe after the error failed: {e}")
+        if outcome != "hang" and not _live(edge):
+            outcome = "crash"
+        report.outcomes[(kind, how, outcome)] += 1
+        tick()
+    report.seconds = time.perf_counter() - started
+    report.rss_after = server_rss(pid)
+    edge.close()
+    return report
+
+
+def _send(edge: TritonEdge, data: bytes, kind: str, size: tuple[int, int], report: FuzzReport) -> str:
+    try:
+        edge.segment(data, kind, size)
+        return "success"
+    except EdgeError as e:
+        message = str(e)
+        if "Deadline" in message or "timed out" in message.lower():
+            report.examples.setdefault("hang", message)
+            return "hang"
+        report.examples.setdefault("error", message)
+        return "error"
+
+
+def _live(edge: TritonEdge) -> bool:
+    try:
+        return bool(edge.client.is_server_live())
+    except Exception:  # connection refused: the server is gone
+        return False
+
+
+def server_rss(pid: int | None) -> int | None:
+    """Resident memory (bytes) of process ``pid`` and all its descendants (tritonserver and its python stubs), from
+    /proc; None without a pid or where /proc cannot tell."""
+    if pid is None:
+        return None
+    total, todo = 0, [pid]
+    try:
+        while todo:
+            p = todo.pop()
+            status = Path(f"/proc/{p}/status").read_text()
+            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) * 1024
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    except (OSError, StopIteration, ValueError):
+        return None if total == 0 else total
+    return total
+
+
+def format_report(report: FuzzReport) -> str:
+    lines = [f"{'route':6} {'mutation':13} {'error':>6} {'success':>8} {'hang':>5} {'crash':>6}"]
+    for kind in sorted({k for k, _, _ in report.outcomes}):
+        for how in MUTATIONS:
+            counts = [report.outcomes[(kind, how, o)] for o in ("error", "success", "hang", "crash")]
+            if any(counts):
+                lines.append(f"{kind:6} {how:13} {counts[0]:6d} {counts[1]:8d} {counts[2]:5d} {counts[3]:6d}")
+    done = sum(report.outcomes.values())
+    lines.append(f"{done} requests in {report.seconds:.1f} s: {report.total('error')} errors, "
+                 f"{report.total('success')} successes, {report.total('hang')} hangs, {report.total('crash')} crashes")
+    if report.rss_before is not None and report.rss_after is not None:
+        lines.append(f"server RSS {report.rss_before / 2**20:.0f} MB before, {report.rss_after / 2**20:.0f} MB after "
+                     f"({(report.rss_after - report.rss_before) / 2**20:+.0f} MB)")
+    for outcome, message in sorted(report.examples.items()):
+        lines.append(f"e.g. {outcome}: {message[:160]}")
+    return "\n".join(lines)
