@@ -446,3 +446,39 @@ def test_bench_fuzz_short_run(server, scheme, tmp_path):
     assert errors >= 50  # truncations, header edits, bombs and random bytes are refused
     assert "server RSS" in result.output
     assert {"stac", "jpeg"} <= {line.split()[0] for line in result.output.splitlines()[1:11]}
+
+
+def test_the_server_killed_and_restarted_mid_run(repository, carphone_frames):
+    """Every frame gets a mask while the edge is down, and offload resumes once it is back on the same ports."""
+    import threading
+    import time
+
+    from device_runtime.runtime import Runtime, RuntimeConfig
+    from stac.edge.server import free_port
+
+    ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+    first = TritonServer(repository, ready_timeout=180, **ports).start()
+    second = TritonServer(repository, ready_timeout=180, **ports)
+    try:
+        runtime = Runtime(TritonEdge(f"grpc://{first.grpc_url}", timeout=2.0), TableSet.default(), (144, 176),
+                          RuntimeConfig(every=2, timeout=2.0, retry_after=0.5))
+        masks, answered_before, restart = [], None, None
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            result = runtime.process(carphone_frames[len(masks) % len(carphone_frames)])
+            masks.append(result.mask)
+            if len(masks) == 20:
+                first.stop()  # SIGTERM, then SIGKILL: the edge is gone mid-run
+                answered_before = runtime.stats.answers
+                restart = threading.Thread(target=second.start)
+                restart.start()
+            if restart is not None and not restart.is_alive() and runtime.stats.answers > answered_before + 2:
+                break
+            time.sleep(0.05)
+        runtime.close()
+        assert all(m.shape == (144, 176) and m.dtype == np.uint8 for m in masks)
+        assert runtime.stats.frames == len(masks) and runtime.stats.edge_errors >= 1
+        assert runtime.stats.answers > answered_before + 2, runtime.stats.summary()  # offload resumed
+    finally:
+        first.stop()
+        second.stop()

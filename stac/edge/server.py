@@ -5,7 +5,7 @@ backend directory of links (the stub finds its Python through PATH, so this inte
 give the python backend a unique shared-memory prefix (so parallel servers never collide, and we remove
 exactly our own /dev/shm files), and poll /v2/health/ready with a deadline: a stub that cannot start
 would otherwise hang model loading forever. The server dies with the process that started it (Linux's parent-death
-signal), so a killed `stac-edge serve` leaves no server holding the ports; ports already taken are refused before
+signal, when started from the main thread), so a killed `stac-edge serve` leaves no server holding the ports; ports already taken are refused before
 starting, so "ready" is always our own server's answer. Stopping removes the work folder and our shared memory.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -146,8 +147,11 @@ class TritonServer:
         for port in (self.http_port, self.grpc_port, self.metrics_port):
             check_port(self.address, port)
         self.log = open(self.log_path, "wb")
+        # the parent-death signal fires when the *thread* that started the child ends: only the main thread
+        # lives as long as the process
+        main = threading.current_thread() is threading.main_thread()
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env,
-                                        start_new_session=True, preexec_fn=_die_with_parent)
+                                        start_new_session=True, preexec_fn=_die_with_parent if main else None)
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
