@@ -4,9 +4,10 @@ The wheel carries tritonserver and its python backend but not the backend stub i
 backend directory of links (the stub finds its Python through PATH, so this interpreter's bin goes first),
 give the python backend a unique shared-memory prefix (so parallel servers never collide, and we remove
 exactly our own /dev/shm files), and poll /v2/health/ready with a deadline: a stub that cannot start
-would otherwise hang model loading forever. The server dies with the process that started it (Linux's parent-death
-signal, when started from the main thread), so a killed `stac-edge serve` leaves no server holding the ports; ports already taken are refused before
-starting, so "ready" is always our own server's answer. Stopping removes the work folder and our shared memory.
+would otherwise hang model loading forever. The server dies with the process that started it (Linux's
+parent-death signal, when started from the main thread), so a killed `stac-edge serve` leaves no server holding
+the ports; ports already taken are refused before starting, so "ready" is always our own server's answer.
+Stopping removes the work folder and our shared memory.
 """
 from __future__ import annotations
 
