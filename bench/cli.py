@@ -185,6 +185,43 @@ def edge(url, onnx_dir, tables_path, size, requests, device_counts) -> None:
 @main.command()
 @click.argument("url")
 @click.option("--tables", "tables_path", type=click.Path(dir_okay=False), required=True,
+              help="the table set the edge holds")
+@click.option("--devices", "devices_spec", default="1,2,4,8", show_default=True, help="comma-separated device counts")
+@click.option("--requests", type=int, default=20, show_default=True, help="per device")
+@click.option("--sizes", default="176x144,1280x720", show_default=True,
+              help="comma-separated keyframe sizes (bikes clip), sent in turn by every device")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="seconds per request")
+def load(url, tables_path, devices_spec, requests, sizes, timeout) -> None:
+    """Many devices at once: STAC keyframe latency (p50/p95/p99 per size), throughput and errors through URL."""
+    from device_runtime.edge import TritonEdge, check_table_set
+
+    from .edge_bench import format_load
+    from .edge_bench import load as run_load
+
+    try:
+        counts = [int(v) for v in devices_spec.split(",") if v.strip()]
+        if not counts or min(counts) < 1 or requests < 1:
+            raise ValueError("--devices and --requests must be at least 1")
+        tables = TableSet.load(tables_path)
+        edge = TritonEdge(url, timeout)
+        edge.wait_ready(30)
+        check_table_set(edge, tables)
+        edge.close()
+        keyframes = {}
+        for spec in sizes.split(","):
+            frame = next(iter(read_frames(sample_video("bikes"), 1, _size(spec.strip()))))
+            keyframes[spec.strip()] = (make_codec("stac", tables).encode(frame), frame.shape[:2])
+    except Exception as e:  # bad options, tables, unreachable edge: say which
+        raise click.ClickException(str(e)) from None
+    results = [run_load(lambda: TritonEdge(url, timeout), keyframes, n, requests) for n in counts]
+    click.echo(f"{url}: keyframes {', '.join(f'{k} ({len(v[0])} B)' for k, v in keyframes.items())}, "
+               f"{requests} per device")
+    click.echo(format_load(results))
+
+
+@main.command()
+@click.argument("url")
+@click.option("--tables", "tables_path", type=click.Path(dir_okay=False), required=True,
               help="the table set the edge holds (the valid STAC keyframe is coded with it)")
 @click.option("--requests", type=int, default=10000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -1,4 +1,5 @@
-"""Keyframe round trips through an edge, at several concurrencies, against the same work in-process."""
+"""Keyframe round trips through an edge: at several concurrencies against the same work in-process (`hammer`), and
+under load from many devices with keyframes of mixed sizes (`load`)."""
 from __future__ import annotations
 
 import statistics
@@ -53,4 +54,63 @@ def format_timings(remote: list[EdgeTiming], local: list[EdgeTiming]) -> str:
         for t in (r, l):
             ratio = f"{t.median_ms / l.median_ms:13.2f}x" if t is r else ""
             lines.append(f"{t.devices:7d} {t.label:>28} {t.median_ms:10.1f} {t.p95_ms:8.1f} {t.per_second:12.1f} {ratio}")
+    return "\n".join(lines)
+
+
+@dataclass
+class LoadResult:
+    devices: int
+    requests: int
+    errors: int
+    per_second: float
+    percentiles_ms: dict[str, dict[int, float]]  # keyframe size label -> {50, 95, 99} -> ms
+
+
+def load(make_edge, keyframes: dict[str, tuple[bytes, tuple[int, int]]], devices: int, requests: int
+         ) -> LoadResult:
+    """``devices`` threads, each its own client, each sending ``requests`` STAC keyframes cycling over
+    ``keyframes`` (label -> (bytes, frame size)), so small and large keyframes meet in the edge's queues."""
+    latencies: dict[str, list[float]] = {label: [] for label in keyframes}
+    errors = [0]
+    lock = threading.Lock()
+    edges: list[Edge] = [make_edge() for _ in range(devices)]
+    labels = list(keyframes)
+
+    def device(k: int, edge: Edge) -> None:
+        for i in range(requests):
+            label = labels[(i + k) % len(labels)]
+            data, size = keyframes[label]
+            started = time.perf_counter()
+            try:
+                edge.segment(data, "stac", size)
+            except Exception:  # counted: under load an edge may time out or refuse
+                with lock:
+                    errors[0] += 1
+                continue
+            with lock:
+                latencies[label].append((time.perf_counter() - started) * 1e3)
+
+    threads = [threading.Thread(target=device, args=(k, e)) for k, e in enumerate(edges)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    for e in edges:
+        e.close()
+    done = sum(len(v) for v in latencies.values())
+    return LoadResult(devices, devices * requests, errors[0], done / wall,
+                      {label: {q: float(np.percentile(v, q)) for q in (50, 95, 99)} if v else {}
+                       for label, v in latencies.items()})
+
+
+def format_load(results: list[LoadResult]) -> str:
+    labels = list(results[0].percentiles_ms)
+    head = " ".join(f"{label + ' p50/p95/p99 ms':>30}" for label in labels)
+    lines = [f"{'devices':>7} {'requests':>8} {'errors':>6} {'keyframes/s':>11} {head}"]
+    for r in results:
+        cells = " ".join(f"{'/'.join(f'{r.percentiles_ms[label][q]:.0f}' for q in (50, 95, 99)):>30}"
+                         if r.percentiles_ms[label] else f"{'-':>30}" for label in labels)
+        lines.append(f"{r.devices:7d} {r.requests:8d} {r.errors:6d} {r.per_second:11.1f} {cells}")
     return "\n".join(lines)

@@ -41,7 +41,10 @@ from stac.video import parse_size  # noqa: E402
               help="largest frame (W x H) the edge decodes; refused from its header before any work")
 @click.option("--max-bytes", type=int, default=EDGE_MAX_BYTES, show_default=True,
               help="largest request BITSTREAM the edge accepts")
-def main(model_name, weights, backend, tables_path, size, cpu, onnx_only, out, max_pixels, max_bytes) -> None:
+@click.option("--instances", type=int, default=1, show_default=True,
+              help="instances of every stateless model: requests of several devices served side by side")
+def main(model_name, weights, backend, tables_path, size, cpu, onnx_only, out, max_pixels, max_bytes,
+         instances) -> None:
     try:
         onnx_dir = out if onnx_only else out.with_name(out.name + "_onnx")
         paths = export_model(model_name, onnx_dir, weights)
@@ -59,7 +62,8 @@ def main(model_name, weights, backend, tables_path, size, cpu, onnx_only, out, m
             out.mkdir(parents=True, exist_ok=True)
             result.tables.save(out / "tables.json")
             click.echo(f"B = {tables.bound:.4g}, table set {tables.id.hex()} -> {out / 'tables.json'}")
-        write_repository(out, onnx_dir, tables, backend, max_pixels, gpu=not cpu, max_bytes=max_bytes)
+        write_repository(out, onnx_dir, tables, backend, max_pixels, gpu=not cpu, max_bytes=max_bytes,
+                         instances=instances)
         if tables_path:
             tables.save(out / "tables.json")  # clients code keyframes with what the edge holds
     except (WeightsError, ExportError, CalibrationError, TableSetError, ValueError) as e:

@@ -482,3 +482,27 @@ def test_the_server_killed_and_restarted_mid_run(repository, carphone_frames):
     finally:
         first.stop()
         second.stop()
+
+
+def test_bench_load_reports_percentiles_per_size(server, tmp_path):
+    from click.testing import CliRunner
+
+    from bench.cli import main as bench_main
+
+    TableSet.default().save(tmp_path / "tables.json")
+    result = CliRunner().invoke(bench_main, ["load", f"grpc://{server.grpc_url}", "--tables",
+                                             str(tmp_path / "tables.json"), "--devices", "1,3", "--requests", "2",
+                                             "--sizes", "176x144,352x288"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "176x144 p50/p95/p99 ms" in lines[1] and "352x288 p50/p95/p99 ms" in lines[1]
+    rows = [line.split() for line in lines[2:]]
+    assert [r[:3] for r in rows] == [["1", "2", "0"], ["3", "6", "0"]]
+    assert all(float(r[3]) > 0 and len(r[4].split("/")) == 3 for r in rows)
+
+
+def test_instances_of_the_stateless_models(exported, tmp_path):
+    repo = write_repository(tmp_path / "repo", exported("selfie"), TableSet.default(), instances=2)
+    for name in ("stac_decode", "stac_head", "segment", "jpeg_decode"):
+        assert "count: 2" in (repo / name / "config.pbtxt").read_text()
+    assert "count: 1" in (repo / "h264_decode" / "config.pbtxt").read_text()  # its streams' decoders live in it

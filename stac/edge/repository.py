@@ -66,11 +66,11 @@ def _parameters(params: dict[str, str]) -> str:
     return "\n".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in params.items())
 
 
-def model_config(name: str, backend: str, io: dict, *, instances: str = "KIND_CPU", params=None,
+def model_config(name: str, backend: str, io: dict, *, instances: str = "KIND_CPU", count: int = 1, params=None,
                  scheduling: str = "") -> str:
     return "\n".join(filter(None, [f'name: "{name}"', f'backend: "{backend}"', "max_batch_size: 0",
                                    _tensors("input", io["input"]), _tensors("output", io["output"]), scheduling,
-                                   f"instance_group [ {{ kind: {instances} count: 1 }} ]",
+                                   f"instance_group [ {{ kind: {instances} count: {count} }} ]",
                                    _parameters(params or {})])) + "\n"
 
 
@@ -102,24 +102,28 @@ def _adapter(name: str) -> bytes:
 
 
 def write_repository(repo: str | Path, onnx_dir: str | Path, tables: TableSet, backend: str = "python",
-                     max_pixels: int = EDGE_MAX_PIXELS, gpu: bool = True, max_bytes: int = EDGE_MAX_BYTES) -> Path:
+                     max_pixels: int = EDGE_MAX_PIXELS, gpu: bool = True, max_bytes: int = EDGE_MAX_BYTES,
+                     instances: int = 1) -> Path:
     """Write (or overwrite) the models (MODELS) into ``repo``; returns it. The decode models refuse requests over
-    ``max_bytes`` and frames over ``max_pixels`` before any work."""
+    ``max_bytes`` and frames over ``max_pixels`` before any work. Every stateless model runs ``instances``
+    instances, so requests of several devices are served side by side (h264_decode keeps one: each stream's
+    decoder lives in it)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     repo, onnx_dir = Path(repo), Path(onnx_dir)
     info = model_info(onnx_dir)
     for stale in MODELS:
         shutil.rmtree(repo / stale, ignore_errors=True)
-    if not 0 < max_pixels <= DEFAULT_MAX_PIXELS or max_bytes <= 0:
-        raise ValueError(f"max_pixels must be 1..{DEFAULT_MAX_PIXELS} and max_bytes positive")
+    if not 0 < max_pixels <= DEFAULT_MAX_PIXELS or max_bytes <= 0 or instances < 1:
+        raise ValueError(f"max_pixels must be 1..{DEFAULT_MAX_PIXELS}, max_bytes positive and instances at least 1")
     limits = {"max_pixels": str(max_pixels), "max_bytes": str(max_bytes)}
     # table_sets: the ids of the sets held, which devices read from the config at start (the handshake)
     _write(repo, "stac_decode", model_config("stac_decode", "python", DECODE_IO, params={
-        "tables": "tables.json", "table_sets": tables.id.hex(), **limits}),
+        "tables": "tables.json", "table_sets": tables.id.hex(), **limits}, count=instances),
            {"model.py": _adapter("stac_decode"), "tables.json": tables.to_json().encode()})
     image_params = {"size_multiple": str(info["size_multiple"]), **limits}
-    _write(repo, "jpeg_decode", model_config("jpeg_decode", "python", JPEG_DECODE_IO, params=image_params),
+    _write(repo, "jpeg_decode", model_config("jpeg_decode", "python", JPEG_DECODE_IO, params=image_params,
+                                             count=instances),
            {"model.py": _adapter("jpeg_decode")})
     _write(repo, "h264_decode", model_config("h264_decode", "python", H264_DECODE_IO, params=image_params,
                                              scheduling=SEQUENCE_BATCHING), {"model.py": _adapter("h264_decode")})
@@ -127,9 +131,10 @@ def write_repository(repo: str | Path, onnx_dir: str | Path, tables: TableSet, b
         files: dict[str, bytes | Path] = {"model.onnx": onnx_dir / f"{name}.onnx"}
         if backend == "python":
             files["model.py"] = _adapter(name)
-            config = model_config(name, "python", io)
+            config = model_config(name, "python", io, count=instances)
         else:
-            config = model_config(name, "onnxruntime", io, instances="KIND_GPU" if gpu else "KIND_CPU")
+            config = model_config(name, "onnxruntime", io, instances="KIND_GPU" if gpu else "KIND_CPU",
+                                  count=instances)
         _write(repo, name, config, files)
     _write(repo, "stac", ensemble_config("stac", {"input": DECODE_IO["input"], "output": HEAD_IO["output"][:2]}, [
         ("stac_decode", {"BITSTREAM": "BITSTREAM", "BOUND": "BOUND"},
