@@ -19,6 +19,20 @@ from .head_bench import format_timings, time_head
 DEFAULT_CODECS = ("jpeg:q=90", "jpeg:q=90,subsampling=444", "grace", "stac", "h264:crf=23")
 
 
+def _edge_holding(url: str, tables_path: str, timeout: float = 10.0) -> TableSet:
+    """The table set at ``tables_path``, once the edge at ``url`` answers and holds it (the handshake)."""
+    from device_runtime.edge import TritonEdge, check_table_set
+
+    tables = TableSet.load(tables_path)
+    edge = TritonEdge(url, timeout)
+    try:
+        edge.wait_ready(30)
+        check_table_set(edge, tables)
+    finally:
+        edge.close()
+    return tables
+
+
 def _size(value: str | None) -> tuple[int, int] | None:
     try:
         return None if value is None else parse_size(value)
@@ -167,9 +181,8 @@ def edge(url, onnx_dir, tables_path, size, requests, device_counts) -> None:
     from .edge_bench import hammer
 
     try:
-        tables = TableSet.load(tables_path)
+        tables = _edge_holding(url, tables_path)
         frame = next(iter(read_frames(sample_video("bikes"), 1, _size(size))))
-        TritonEdge(url).wait_ready(30)
     except Exception as e:  # bad tables, unreachable edge: say which
         raise click.ClickException(str(e)) from None
     data = make_codec("stac", tables).encode(frame)
@@ -193,7 +206,7 @@ def edge(url, onnx_dir, tables_path, size, requests, device_counts) -> None:
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="seconds per request")
 def load(url, tables_path, devices_spec, requests, sizes, timeout) -> None:
     """Many devices at once: STAC keyframe latency (p50/p95/p99 per size), throughput and errors through URL."""
-    from device_runtime.edge import TritonEdge, check_table_set
+    from device_runtime.edge import TritonEdge
 
     from .edge_bench import format_load
     from .edge_bench import load as run_load
@@ -202,11 +215,7 @@ def load(url, tables_path, devices_spec, requests, sizes, timeout) -> None:
         counts = [int(v) for v in devices_spec.split(",") if v.strip()]
         if not counts or min(counts) < 1 or requests < 1:
             raise ValueError("--devices and --requests must be at least 1")
-        tables = TableSet.load(tables_path)
-        edge = TritonEdge(url, timeout)
-        edge.wait_ready(30)
-        check_table_set(edge, tables)
-        edge.close()
+        tables = _edge_holding(url, tables_path, timeout)
         keyframes = {}
         for spec in sizes.split(","):
             frame = next(iter(read_frames(sample_video("bikes"), 1, _size(spec.strip()))))
@@ -230,19 +239,13 @@ def load(url, tables_path, devices_spec, requests, sizes, timeout) -> None:
 def fuzz(url, tables_path, requests, seed, timeout, pid) -> None:
     """Mutated STAC and JPEG keyframes (bit flips, truncation, header edits, bombs, random bytes) to URL:
     errors, successes, hangs and crashes, and the server's memory."""
-    from device_runtime.edge import TritonEdge, check_table_set
-
     from .fuzz import format_report
     from .fuzz import fuzz as run_fuzz
 
     try:
         if requests < 1 or timeout <= 0:
             raise ValueError("--requests must be at least 1 and --timeout positive")
-        tables = TableSet.load(tables_path)
-        edge = TritonEdge(url, timeout)
-        edge.wait_ready(30)
-        check_table_set(edge, tables)
-        edge.close()
+        tables = _edge_holding(url, tables_path, timeout)
     except Exception as e:  # bad tables, unreachable edge, another table set: say which
         raise click.ClickException(str(e)) from None
     frame = next(iter(read_frames(sample_video("carphone"), 1)))

@@ -35,7 +35,15 @@ def hammer(make_edge, data: bytes, size: tuple[int, int], devices: int, requests
             with lock:
                 latencies.append((time.perf_counter() - started) * 1e3)
 
-    threads = [threading.Thread(target=device, args=(e,)) for e in edges]
+    wall = _run_devices(edges, lambda k, edge: device(edge))
+    return EdgeTiming(label, devices, statistics.median(latencies), float(np.percentile(latencies, 95)),
+                      len(latencies) / wall)
+
+
+def _run_devices(edges: list[Edge], device) -> float:
+    """Run ``device(k, edge)`` for every edge in its own thread; the wall seconds until all are done (the edges
+    are closed after)."""
+    threads = [threading.Thread(target=device, args=(k, e)) for k, e in enumerate(edges)]
     started = time.perf_counter()
     for t in threads:
         t.start()
@@ -44,8 +52,7 @@ def hammer(make_edge, data: bytes, size: tuple[int, int], devices: int, requests
     wall = time.perf_counter() - started
     for e in edges:
         e.close()
-    return EdgeTiming(label, devices, statistics.median(latencies), float(np.percentile(latencies, 95)),
-                      len(latencies) / wall)
+    return wall
 
 
 def format_timings(remote: list[EdgeTiming], local: list[EdgeTiming]) -> str:
@@ -53,7 +60,8 @@ def format_timings(remote: list[EdgeTiming], local: list[EdgeTiming]) -> str:
     for r, l in zip(remote, local):
         for t in (r, l):
             ratio = f"{t.median_ms / l.median_ms:13.2f}x" if t is r else ""
-            lines.append(f"{t.devices:7d} {t.label:>28} {t.median_ms:10.1f} {t.p95_ms:8.1f} {t.per_second:12.1f} {ratio}")
+            lines.append(f"{t.devices:7d} {t.label:>28} {t.median_ms:10.1f} {t.p95_ms:8.1f} {t.per_second:12.1f} "
+                         f"{ratio}")
     return "\n".join(lines)
 
 
@@ -90,15 +98,7 @@ def load(make_edge, keyframes: dict[str, tuple[bytes, tuple[int, int]]], devices
             with lock:
                 latencies[label].append((time.perf_counter() - started) * 1e3)
 
-    threads = [threading.Thread(target=device, args=(k, e)) for k, e in enumerate(edges)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
-    for e in edges:
-        e.close()
+    wall = _run_devices(edges, device)
     done = sum(len(v) for v in latencies.values())
     return LoadResult(devices, devices * requests, errors[0], done / wall,
                       {label: {q: float(np.percentile(v, q)) for q in (50, 95, 99)} if v else {}
