@@ -1,8 +1,9 @@
 """Inter-coded keyframe streams: the IDR request, the edge's per-stream decoders and their rule."""
+import numpy as np
 import pytest
 
-from stac.codec import make_codec
-from stac.codec.h264 import is_idr
+from stac.codec import H264Codec, make_codec
+from stac.codec.h264 import is_idr, sps_size
 from stac.edge.streams import NeedIdr, StreamDecoders
 
 
@@ -57,3 +58,17 @@ def test_streams_are_separate_and_the_least_recently_used_is_evicted(bikes_frame
     decoders.decode(2, 2, b.encode(carphone_frames[2]))
     decoders.end(2)
     assert len(decoders) == 1
+
+
+def test_a_unit_too_large_for_the_edge_is_refused_from_its_parameter_set(bikes_frames, carphone_frames):
+    codec = H264Codec(crf=30, preset="veryfast")
+    idr, p_frame = codec.encode(bikes_frames[0]), codec.encode(bikes_frames[1])
+    assert sps_size(idr) == (272, 640) and sps_size(p_frame) is None
+    assert sps_size(H264Codec().encode(np.ascontiguousarray(carphone_frames[0][:101, :99]))) == (112, 112)
+    streams = StreamDecoders()
+    with pytest.raises(ValueError, match="H.264 frame 640x272 is larger than this edge accepts"):
+        streams.decode(1, 0, idr, max_pixels=640 * 271)
+    assert len(streams) == 0  # nothing decoded, nothing held
+    assert streams.decode(1, 0, idr, max_pixels=640 * 272).shape == (272, 640, 3)
+    with pytest.raises(ValueError, match="ends early"):
+        sps_size(idr[:idr.index(b"\x00\x00\x01\x67") + 6])  # a parameter set cut short

@@ -120,3 +120,76 @@ def is_idr(data: bytes) -> bool:
             return True
         start = data.find(b"\x00\x00\x01", start + 3)
     return False
+
+
+class _Bits:
+    """An RBSP read bit by bit (emulation-prevention bytes removed), with Exp-Golomb codes."""
+
+    def __init__(self, nal: bytes):
+        self.data = nal.replace(b"\x00\x00\x03", b"\x00\x00")
+        self.pos = 0
+
+    def bit(self) -> int:
+        if self.pos >= len(self.data) * 8:
+            raise ValueError("H.264 parameter set ends early")
+        b = (self.data[self.pos // 8] >> (7 - self.pos % 8)) & 1
+        self.pos += 1
+        return b
+
+    def bits(self, n: int) -> int:
+        value = 0
+        for _ in range(n):
+            value = value << 1 | self.bit()
+        return value
+
+    def ue(self) -> int:
+        zeros = 0
+        while not self.bit():
+            zeros += 1
+            if zeros > 31:
+                raise ValueError("corrupt Exp-Golomb code in an H.264 parameter set")
+        return (1 << zeros) - 1 + self.bits(zeros)
+
+    def se(self) -> int:
+        k = self.ue()
+        return (k + 1) // 2 if k % 2 else -(k // 2)
+
+
+def sps_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) in pixels, rounded up to macroblocks, from the first sequence parameter set (NAL type 7) of an
+    Annex-B access unit, read without decoding anything; None when the unit carries none (a P-frame)."""
+    start = data.find(b"\x00\x00\x01")
+    while 0 <= start < len(data) - 3:
+        end = data.find(b"\x00\x00\x01", start + 3)
+        if data[start + 3] & 0x1F == 7:
+            r = _Bits(data[start + 4:end if end > 0 else len(data)])
+            profile = r.bits(8)
+            r.bits(16)  # constraint flags, level
+            r.ue()  # seq_parameter_set_id
+            if profile in (100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135):
+                chroma = r.ue()
+                if chroma == 3:  # 4:4:4: separate_colour_plane_flag
+                    r.bit()
+                r.ue(), r.ue(), r.bit()  # bit depths, transform bypass
+                if r.bit():  # scaling matrices
+                    for i in range(12 if chroma == 3 else 8):
+                        if r.bit():
+                            last, following = 8, 8
+                            for _ in range(16 if i < 6 else 64):
+                                if following:
+                                    following = (last + r.se()) % 256
+                                last = following or last
+            r.ue()  # log2_max_frame_num_minus4
+            poc_type = r.ue()
+            if poc_type == 0:
+                r.ue()
+            elif poc_type == 1:
+                r.bit(), r.se(), r.se()
+                for _ in range(r.ue()):
+                    r.se()
+            r.ue(), r.bit()  # max_num_ref_frames, gaps
+            width_mbs, height_units = r.ue() + 1, r.ue() + 1
+            frame_mbs_only = r.bit()
+            return height_units * (2 - frame_mbs_only) * 16, width_mbs * 16
+        start = end
+    return None

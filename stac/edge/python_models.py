@@ -133,7 +133,7 @@ class H264Decode(JpegDecode):
         if ending and not data:  # the device closed its stream: nothing to decode, an empty IMAGE
             self.streams.end(stream)
             return {"IMAGE": np.zeros((0, 0, 3), np.uint8)}
-        outputs = self._image(self.streams.decode(stream, int(position[0]), data))
+        outputs = self._image(self.streams.decode(stream, int(position[0]), data, self.max_pixels))
         if ending:
             self.streams.end(stream)
         return outputs

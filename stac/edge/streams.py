@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codec.h264 import H264Codec, is_idr
+from ..codec.h264 import H264Codec, is_idr, sps_size
 
 NEED_IDR = "need IDR"
 MAX_STREAMS = 64  # decoders held at once (a 2048x1024 decoder holds ~20 MB of reference frames)
@@ -44,8 +44,13 @@ class StreamDecoders:
     def __len__(self) -> int:
         return len(self._held)
 
-    def decode(self, stream_id: int, position: int, data: bytes) -> np.ndarray:
-        """One access unit of stream ``stream_id`` at ``position`` -> RGB uint8 [H', W', 3] (H', W' even)."""
+    def decode(self, stream_id: int, position: int, data: bytes, max_pixels: int | None = None) -> np.ndarray:
+        """One access unit of stream ``stream_id`` at ``position`` -> RGB uint8 [H', W', 3] (H', W' even). A unit
+        whose parameter set declares more than ``max_pixels`` is refused before decoding (P-frames carry none: their
+        size is their IDR's)."""
+        size = sps_size(data)
+        if max_pixels is not None and size is not None and size[0] * size[1] > max_pixels:
+            raise ValueError(f"H.264 frame {size[1]}x{size[0]} is larger than this edge accepts ({max_pixels} pixels)")
         if is_idr(data):
             decoder = H264Codec()
         elif stream_id not in self._held:
