@@ -169,7 +169,7 @@ class TritonEdge(Edge):
             inputs[-1].set_data_from_numpy(np.array([bound], np.float32))
         names = ["MASK", "NEXT_LEVELS"] if kind == "stac" else ["MASK"]
         outputs = [c.InferRequestedOutput(n) for n in names]
-        extra = {"client_timeout": self.timeout} if self.scheme == "grpc" else {"timeout": int(self.timeout * 1e6)}
+        extra = self._timeout()
         if kind == "h264":
             stream = _stream(stream)
             inputs.append(c.InferInput("POSITION", [1], "INT64"))
@@ -196,9 +196,12 @@ class TritonEdge(Edge):
         inputs = [c.InferInput("BITSTREAM", [1], "BYTES"), c.InferInput("POSITION", [1], "INT64")]
         inputs[0].set_data_from_numpy(np.array([b""], dtype=object))
         inputs[1].set_data_from_numpy(np.array([stream.position], np.int64))
-        extra = {"client_timeout": self.timeout} if self.scheme == "grpc" else {"timeout": int(self.timeout * 1e6)}
         self._infer(STREAM_DECODER, inputs, [c.InferRequestedOutput("IMAGE")],
-                    {**extra, "sequence_id": stream.id, "sequence_end": True})
+                    {**self._timeout(), "sequence_id": stream.id, "sequence_end": True})
+
+    def _timeout(self) -> dict:
+        """infer()'s per-request time limit, as each protocol's client spells it."""
+        return {"client_timeout": self.timeout} if self.scheme == "grpc" else {"timeout": int(self.timeout * 1e6)}
 
     def _infer(self, model: str, inputs: list, outputs: list, extra: dict):
         try:

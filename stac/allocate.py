@@ -23,6 +23,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .codec.h264 import MACROBLOCK, macroblocks
 from .codec.transform import blocks_for, dct_quantize
 from .tables import BLOCK, TableSet, region_grid, region_sums
 
@@ -46,7 +47,6 @@ BISECTIONS = 40
 #   system --methods stac-h264,stac-h264-boundary`).
 # The first needs no notion of foreground, so it serves any model's classes.
 COARSER_QP = 4.0
-MACROBLOCK = 16  # px
 
 
 def grown_region_sums(pixels: np.ndarray, regions: tuple[int, int], region_px: int, margin: int = MARGIN
@@ -112,8 +112,7 @@ def allocate(rate: np.ndarray, sensitivity: np.ndarray, bounds: np.ndarray, leve
 def boundary_offsets(mask: np.ndarray, coarser: float = COARSER_QP, margin: int = MARGIN) -> np.ndarray:
     """`--codec h264 --selection boundary`: the device's mask for the frame [H, W] -> QP offset per macroblock,
     float32 [ceil(H/16), ceil(W/16)]: ``coarser`` where no mask boundary lies within ``margin`` px, else 0."""
-    h, w = mask.shape
-    near = grown_region_sums(boundary(mask), (-(-h // MACROBLOCK), -(-w // MACROBLOCK)), MACROBLOCK, margin)
+    near = grown_region_sums(boundary(mask), macroblocks(*mask.shape), MACROBLOCK, margin)
     return np.where(near > 0, 0.0, coarser).astype(np.float32)
 
 

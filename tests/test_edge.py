@@ -12,6 +12,7 @@ import pytest
 import tritonclient.http as httpclient
 from PIL import Image
 
+from bench.fuzz import bomb
 from device_runtime.edge import EdgeError, LocalEdge, TritonEdge, check_table_set
 from stac.codec import make_codec
 from stac.edge.repository import EDGE_MAX_BYTES, MODELS, write_repository
@@ -118,9 +119,8 @@ def test_bad_bitstreams_get_error_responses_and_the_server_keeps_serving(server,
     (data, size), = _keyframes([carphone_frames[0]], TableSet.default())
     corrupt = bytearray(data)
     corrupt[len(corrupt) // 2:len(corrupt) // 2 + 64] = bytes(64)
-    oversized = bytearray(data)
-    oversized[18 + 4:22 + 4] = (60000).to_bytes(2, "big") * 2  # APP11 header: H and W (docs/bitstream.md)
-    cases = {"truncated": data[: len(data) // 3], "corrupt": bytes(corrupt), "oversized": bytes(oversized),
+    cases = {"truncated": data[: len(data) // 3], "corrupt": bytes(corrupt),
+             "oversized": bomb(data, "stac", 60000),  # the APP11 header's H and W (docs/bitstream.md)
              "not a jpeg": b"hello", "other tables": make_codec("stac", _other_tables()).encode(carphone_frames[0])}
     for name, bad in cases.items():
         with pytest.raises(EdgeError) as error:
@@ -137,12 +137,11 @@ def test_bad_bitstreams_get_error_responses_and_the_server_keeps_serving(server,
 def test_bad_input_is_invalid_argument_without_a_traceback(server, scheme, carphone_frames):
     edge = TritonEdge(_url(server, scheme))
     data = make_codec("jpeg:q=80").encode(carphone_frames[0])
-    sof = data.index(b"\xff\xc0")
-    bomb = data[:sof + 5] + (30000).to_bytes(2, "big") * 2 + data[sof + 9:]
     png = io.BytesIO()
     Image.fromarray(carphone_frames[0]).save(png, format="PNG")
     huge = data + bytes(EDGE_MAX_BYTES)  # a valid JPEG with trailing bytes past the request limit
-    for bad, message in ((b"", "not a JPEG"), (png.getvalue(), "not a JPEG"), (bomb, "larger than this edge"),
+    for bad, message in ((b"", "not a JPEG"), (png.getvalue(), "not a JPEG"),
+                         (bomb(data, "jpeg", 30000), "larger than this edge"),
                          (huge, f"exceeds this edge's limit of {EDGE_MAX_BYTES} bytes")):
         with pytest.raises(EdgeError) as error:
             edge.segment(bad, "jpeg", (144, 176))

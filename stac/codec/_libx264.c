@@ -162,18 +162,10 @@ static PyObject *Encoder_set_crf(Encoder *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
-static PyObject *Encoder_macroblocks(Encoder *self, void *closure) {
-    return Py_BuildValue("(ii)", self->mb_height, self->mb_width);
-}
-
 static PyMethodDef Encoder_methods[] = {
     {"encode", (PyCFunction)(void (*)(void))Encoder_encode, METH_VARARGS | METH_KEYWORDS,
      "encode(yuv, offsets=None, idr=False) -> bytes: one frame's Annex-B access unit"},
     {"set_crf", (PyCFunction)Encoder_set_crf, METH_O, "set_crf(crf): the CRF of the frames coded from now on"},
-    {NULL}};
-
-static PyGetSetDef Encoder_getset[] = {
-    {"macroblocks", (getter)Encoder_macroblocks, NULL, "(rows, columns) of 16x16 macroblocks", NULL},
     {NULL}};
 
 static PyTypeObject EncoderType = {
@@ -186,7 +178,6 @@ static PyTypeObject EncoderType = {
     .tp_init = (initproc)Encoder_init,
     .tp_dealloc = (destructor)Encoder_dealloc,
     .tp_methods = Encoder_methods,
-    .tp_getset = Encoder_getset,
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_libx264",

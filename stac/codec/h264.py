@@ -26,6 +26,7 @@ FPS = 30  # the stream's nominal rate; CRF rate control sees the same one whatev
 # `--codec h264` as STAC's keyframe stream: chosen with its gate on the calibration clips
 # (device_runtime.runtime.ROUTE_DEFAULTS); comparisons always name their CRF
 DEFAULT_CRF = 34
+MACROBLOCK = 16  # px: the unit a QP offset applies to
 
 
 class H264Codec(Codec):
@@ -109,7 +110,7 @@ class H264Codec(Codec):
 
 def macroblocks(height: int, width: int) -> tuple[int, int]:
     """(rows, columns) of 16x16 macroblocks covering a frame."""
-    return -(-height // 16), -(-width // 16)
+    return -(-height // MACROBLOCK), -(-width // MACROBLOCK)
 
 
 def is_idr(data: bytes) -> bool:
