@@ -129,35 +129,50 @@ def head(model_name, onnx_dir, sizes, runs, threads, provider, tables_path) -> N
 @click.option("--flow-width", "flow_widths", type=int, multiple=True, help="repeatable (default: 256, 512)")
 @click.option("--tables", "tables_path", type=click.Path(dir_okay=False), help="tables.json (default: built-in)")
 @click.option("--selection", "selections", type=click.Choice(SELECTIONS), multiple=True,
-              help="STAC level maps, repeatable (default: uniform)")
+              help="level maps or offsets, repeatable (default: each codec's own, ROUTE_DEFAULTS)")
 @click.option("--codec", "codecs", multiple=True, help="keyframe codecs, repeatable (default: stac)")
-def device(onnx_dir, video, size, max_frames, flow_widths, tables_path, selections, codecs) -> None:
-    """fps of the whole device loop (flow, propagation, gating, keyframe encodes) vs DIS ULTRAFAST alone.
+@click.option("--edge-latency", type=float, default=50.0, show_default=True,
+              help="ms from sending a keyframe to its answer (the network and a GPU edge), in whole frames at 30 fps")
+def device(onnx_dir, video, size, max_frames, flow_widths, tables_path, selections, codecs, edge_latency) -> None:
+    """fps of the whole device loop (flow, propagation, gating, every gated keyframe's encode) vs DIS ULTRAFAST
+    alone, and its masks' mIoU against the model on every raw frame.
 
-    The local edge answers keyframes in a thread of this process, so its work competes with the loop for
-    the same cores: the numbers are a lower bound for a device whose edge is another machine."""
+    The edge costs this process no CPU: its answers to the loop's keyframes are computed first (the same loop
+    against the local graphs, untimed) and replayed, each --edge-latency after its keyframe, as from another
+    machine."""
     from device_runtime.edge import LocalEdge
     from device_runtime.runtime import RuntimeConfig
+    from stac.inference import SegmentSession
 
-    from .device_bench import device_loop, dis_alone, keyframe_costs
+    from .device_bench import RecordedEdge, delay_frames, device_loop, dis_alone, keyframe_costs
     from .device_bench import format_timings as format_device
 
+    if not edge_latency >= 0:
+        raise click.BadParameter(f"must be >= 0, got {edge_latency:g}", param_hint="--edge-latency")
     try:
         tables = TableSet.load(tables_path) if tables_path else TableSet.default()
         frames = list(read_frames(resolve_source(video), max_frames, _size(size)))
         edge = LocalEdge(onnx_dir, tables)
+        reference = [SegmentSession(onnx_dir / "segment.onnx").run(frame) for frame in frames]
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
     baseline = dis_alone(frames)
+    timings, misses = [], 0
     try:
-        timings = [device_loop(frames, edge, tables, RuntimeConfig(flow_width=w, selection=s, codec=c))
-                   for c in (codecs or ("stac",)) for s in (selections or ("uniform",))
-                   for w in (flow_widths or (256, 512))]
+        for config in (RuntimeConfig(flow_width=w, selection=s, codec=c) for c in (codecs or ("stac",))
+                       for s in (selections or (None,)) for w in (flow_widths or (256, 512))):
+            delay = delay_frames(edge_latency / 1e3, config.fps)
+            recorded = RecordedEdge.record(frames, edge, tables, config, delay)
+            timings.append(device_loop(frames, recorded, tables, config, delay, reference))
+            misses += recorded.misses
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     h, w = frames[0].shape[:2]
-    click.echo(f"{len(frames)} frames {w}x{h} of {video}, local edge in-process")
+    click.echo(f"{len(frames)} frames {w}x{h} of {video}, each answer {delay} frames after its keyframe "
+               f"({edge_latency:g} ms at {config.fps:g} fps), replayed from the local edge")
     click.echo(format_device(timings, baseline))
+    if misses:  # the runs should agree exactly; a miss means the loop is not deterministic
+        click.echo(f"{misses} keyframes differed from the recorded run's and went unanswered")
     inter = [c for c in codecs if make_codec(c, tables).route == "h264"]
     if "boundary" in selections or inter:
         costs = keyframe_costs(frames[:10], edge, tables, inter)

@@ -364,13 +364,33 @@ def test_bench_device_prints_the_ratio(exported):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith("10 frames 352x176")
-    loop = next(line for line in lines if line.startswith("loop, uniform, flow at 176x88"))
-    assert float(loop.split()[-3].rstrip("x")) > 0
+    loop = next(line for line in lines if line.startswith("loop, stac uniform, flow at 176x88")).split()
+    ratio, keyframes, offloaded, score = float(loop[-4].rstrip("x")), int(loop[-3]), int(loop[-2]), float(loop[-1])
+    # the replayed edge answers every keyframe the gate picks, and the masks are scored against the raw frames
+    assert ratio > 0 and keyframes >= 1 and offloaded == keyframes and 0 < score <= 1
+    assert "went unanswered" not in result.output
+
+
+def test_recorded_edge_replays_the_real_answers_and_refuses_other_bytes(exported):
+    from bench.device_bench import RecordedEdge, delay_frames, device_loop
+
+    tables = TableSet.default()
+    frames = list(read_frames(sample_video("carphone"), 12))
+    edge = LocalEdge(exported("selfie"), tables)
+    config = RuntimeConfig(selection="paper", psnr=30.0)  # level maps from the answers: they must come in time
+    assert delay_frames(0.05, 30.0) == 2 and delay_frames(0.0, 30.0) == 0 and delay_frames(1 / 30, 30.0) == 1
+    recorded = RecordedEdge.record(frames, edge, tables, config, delay=2)
+    timing = device_loop(frames, recorded, tables, config, 2)
+    assert timing.keyframes >= 2 and timing.offloaded == len(recorded.answers) and recorded.misses == 0
+    data, size = make_codec("stac", tables).encode(frames[3]), frames[3].shape[:2]
+    with pytest.raises(EdgeError, match="not recorded"):
+        recorded.segment(data + b"\0", "stac", size)
+    assert recorded.misses == 1 and recorded.table_sets() == [tables.id.hex()]
 
 
 @pytest.mark.parametrize("options, loop, cost", [
-    (["--selection", "uniform", "--selection", "boundary"], "loop, boundary, flow at 176x88", ("boundary map",)),
-    (["--codec", "stac", "--codec", "h264:crf=28"], "loop, h264:crf=28, flow at 176x88",
+    (["--selection", "uniform", "--selection", "boundary"], "loop, stac boundary, flow at 176x88", ("boundary map",)),
+    (["--codec", "stac", "--codec", "h264:crf=28"], "loop, h264:crf=28 boundary, flow at 176x88",
      ("boundary offsets", "h264:crf=28 P-frame"))])
 def test_bench_device_times_selections_and_codecs(exported, options, loop, cost):
     from bench.cli import main as bench_main
@@ -379,6 +399,7 @@ def test_bench_device_times_selections_and_codecs(exported, options, loop, cost)
                                              "--max-frames", "6", "--flow-width", "176", *options])
     assert result.exit_code == 0, result.output
     assert any(line.startswith(loop) for line in result.output.splitlines())
+    assert "went unanswered" not in result.output
     costs = next(line for line in result.output.splitlines() if line.startswith("per keyframe"))
     assert "STAC encode" in costs and all(c in costs for c in cost)
 
