@@ -94,7 +94,8 @@ def codec(video, specs, tables_path, max_frames, size, fps, json_path, save_dir)
 @click.option("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--tables", "tables_path", type=click.Path(dir_okay=False), help="tables.json (default: built-in)")
-def head(model_name, onnx_dir, sizes, runs, threads, provider, tables_path) -> None:
+@click.option("--profile", is_flag=True, help="also the time per ONNX operator type (onnxruntime's profiler)")
+def head(model_name, onnx_dir, sizes, runs, threads, provider, tables_path, profile) -> None:
     """Milliseconds of the STAC head vs the SEGMENT graph, same model, same frame (bikes clip), same run."""
     import tempfile
 
@@ -113,9 +114,12 @@ def head(model_name, onnx_dir, sizes, runs, threads, provider, tables_path) -> N
         frame = next(iter(read_frames(sample_video("bikes"), 1)))
         native_h, native_w = info["native_size"]
         wanted = [_size(s) for s in sizes] or [(2048, 1024), (native_w, native_h)]
-        head_session = HeadSession(folder / "stac_head.onnx", threads, providers)
-        segment_session = SegmentSession(folder / "segment.onnx", threads, providers)
-        timings = [time_head(head_session, segment_session, frame, (h, w), tables, runs) for w, h in wanted]
+        timings = []
+        for w, h in wanted:  # profiling sessions per size: a profile covers a session's whole life
+            traces = (str(Path(tmp) / "head"), str(Path(tmp) / "segment")) if profile else (None, None)
+            head_session = HeadSession(folder / "stac_head.onnx", threads, providers, traces[0])
+            segment_session = SegmentSession(folder / "segment.onnx", threads, providers, traces[1])
+            timings.append(time_head(head_session, segment_session, frame, (h, w), tables, runs))
     click.echo(f"model {info['name']}, {provider}, threads {threads or 'default'}, median of {runs}")
     click.echo(format_timings(timings))
 

@@ -51,7 +51,9 @@ def check_bound(bound: float) -> float:
     return value
 
 
-def session(path: str | Path, threads: int | None = None, providers: list[str] | None = None):
+def session(path: str | Path, threads: int | None = None, providers: list[str] | None = None,
+            profile: str | None = None):
+    """``profile``: a file prefix; onnxruntime then records every node's time (``end_profiling()``)."""
     import onnxruntime as ort
 
     path = Path(path)
@@ -60,6 +62,8 @@ def session(path: str | Path, threads: int | None = None, providers: list[str] |
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    if profile:
+        options.enable_profiling, options.profile_file_prefix = True, profile
     return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
 
 
@@ -73,8 +77,9 @@ class HeadResult:
 
 
 class HeadSession:
-    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None):
-        self.session = session(path, threads, providers)
+    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None,
+                 profile: str | None = None):
+        self.session = session(path, threads, providers, profile)
 
     def run(self, frame: StacFrame, tables: TableSet, bound: float | None = None) -> HeadResult:
         """``bound``: what NEXT_LEVELS is selected against (default: the table set's B)."""
@@ -85,9 +90,10 @@ class HeadSession:
 
 
 class SegmentSession:
-    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None,
+                 profile: str | None = None):
         path = Path(path)
-        self.session = session(path, threads, providers)
+        self.session = session(path, threads, providers, profile)
         has_info = (path.parent / "model.json").is_file()
         self.size_multiple = model_info(path.parent).get("size_multiple", 8) if has_info else 8
 

@@ -216,6 +216,17 @@ def test_bench_head_prints_the_ratio(exported):
     assert float(rows[0].split()[-1].rstrip("x")) > 0
 
 
+def test_bench_head_profiles_where_the_time_goes(exported):
+    result = CliRunner().invoke(bench_main, ["head", "--onnx-dir", str(exported("tiny")), "--size", "256x144",
+                                             "--runs", "2", "--profile"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("where the time goes at 144x256"))
+    ops = {line.split()[0]: (float(line.split()[1]), float(line.split()[2])) for line in lines[start + 2:]}
+    # both graphs run the net's convolutions; the head also their adjoints and the inverse DCT (MatMul)
+    assert ops["Conv"][0] > 0 and ops["Conv"][1] > 0 and ops["MatMul"][0] > 0 and "ConvTranspose" in ops
+
+
 def test_build_writes_a_repository_with_given_tables(tmp_path):
     TableSet.default().save(tmp_path / "given.json")
     out = tmp_path / "repo"

@@ -35,19 +35,37 @@ def idct_matrix() -> torch.Tensor:
 YCC_TO_RGB = ((1.0, 0.0, 1.402), (1.0, -0.344136, -0.714136), (1.0, 1.772, 0.0))
 
 
+class _Clamp(torch.autograd.Function):
+    """clamp(x, low, high) with torch's gradient (passed where low <= x <= high, else 0) as one product with a
+    mask kept from the forward pass: torch's own clamp backward exports as four full-frame passes
+    (GreaterOrEqual, LessOrEqual, And, Where), which at 2048x1024 cost the head more than its network."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+        y = torch.clamp(x, low, high)
+        ctx.save_for_backward((y == x).to(x.dtype))
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (kept,) = ctx.saved_tensors
+        return grad * kept, None, None
+
+
 def coeffs_to_rgb(deq: torch.Tensor, basis: torch.Tensor, ycc_to_rgb: torch.Tensor) -> torch.Tensor:
     """Dequantized coefficients [3, Hb, Wb, 64] (Y, Cb, Cr) -> RGB float [1, 3, 8*Hb, 8*Wb] in 0..255.
 
     Samples are clamped to 0..255 after the IDCT and after the colour conversion, as the 8-bit decoder
     does, but not rounded: rounding would make the forward pass depend on which side of .5 a sample
     falls, which float32 and float64 do not always agree on. The mask sees the decoded frame to +-0.5.
-    Colour conversion is one [3, 3] matrix product, whose backward is one too.
+    Samples stay centred on 0 (-128..127) through the colour conversion, one [3, 3] matrix product whose
+    backward is one too: Y's +128 passes to R, G and B alike (the matrix's first column is all ones).
     """
     _, hb, wb, _ = deq.shape
     ycc = torch.matmul(deq, basis).reshape(3, hb, wb, BLOCK, BLOCK).permute(0, 1, 3, 2, 4)
-    ycc = torch.clamp(ycc.reshape(3, hb * BLOCK * wb * BLOCK) + 128.0, 0.0, 255.0)
-    rgb = torch.matmul(ycc_to_rgb, ycc - torch.tensor([[0.0], [128.0], [128.0]], device=ycc.device))
-    return torch.clamp(rgb, 0.0, 255.0).reshape(1, 3, hb * BLOCK, wb * BLOCK)
+    ycc = _Clamp.apply(ycc.reshape(3, hb * BLOCK * wb * BLOCK), -128.0, 127.0)
+    rgb = _Clamp.apply(torch.matmul(ycc_to_rgb, ycc), -128.0, 127.0) + 128.0
+    return rgb.reshape(1, 3, hb * BLOCK, wb * BLOCK)
 
 
 def fake_label_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -62,7 +80,7 @@ def full_resolution_mask(logits: torch.Tensor, height, width, resize: bool) -> t
     """
     if resize:
         logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-    return logits[0].argmax(dim=0).to(torch.uint8)
+    return logits.argmax(dim=1).reshape(height, width).to(torch.uint8)  # not logits[0]: ONNX copies a selection
 
 
 class Decoded(torch.nn.Module):
@@ -86,16 +104,17 @@ def block_tables(levels: torch.Tensor, tables: torch.Tensor, hb, wb, region_bloc
     """Each block's steps: levels [Rh, Rw], tables [L, 3, 64] -> [3, Hb, Wb, 64]."""
     rows = torch.arange(hb, device=levels.device) // region_blocks
     cols = torch.arange(wb, device=levels.device) // region_blocks
-    block_level = levels.long()[rows][:, cols]
-    return tables[block_level].permute(2, 0, 1, 3)
+    block_level = levels.long()[rows][:, cols].reshape(-1)
+    # one Gather straight into channel-first order: no full-frame transpose
+    return torch.index_select(tables.permute(1, 0, 2), 1, block_level).reshape(tables.shape[1], hb, wb, -1)
 
 
 def region_cost(grad: torch.Tensor, tables: torch.Tensor, region_blocks: int) -> torch.Tensor:
     """Algorithm 1's cost, as stac.select.region_cost: grad [3, Hb, Wb, 64] -> [Rh, Rw, L]."""
     _, hb, wb, _ = grad.shape
     n_levels = tables.shape[0]
-    g = grad.abs().permute(1, 2, 0, 3).reshape(hb, wb, 3 * 64)
-    block = torch.matmul(g, tables.reshape(n_levels, 3 * 64).t()) * 0.5  # [Hb, Wb, L]
+    # per channel, then summed: the gradient is never transposed
+    block = torch.matmul(grad.abs(), tables.permute(1, 2, 0)[:, None]).sum(dim=0) * 0.5  # [Hb, Wb, L]
     rh, rw = (hb + region_blocks - 1) // region_blocks, (wb + region_blocks - 1) // region_blocks
     block = F.pad(block, (0, 0, 0, rw * region_blocks - wb, 0, rh * region_blocks - hb))
     return block.reshape(rh, region_blocks, rw, region_blocks, n_levels).sum(dim=(1, 3))

@@ -90,6 +90,6 @@ class SelfieSegmentation(SegModel):
         return {**super().describe(), "variant": self.variant, "source": f"{PACKAGE}@{VERSION}"}
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        x = resize(rgb * (1.0 / 255.0), self.native_size)
+        x = resize(rgb, self.native_size) * (1.0 / 255.0)  # scaled after shrinking: a pass over far fewer pixels
         logit = self.net(x)
         return torch.cat([torch.zeros_like(logit), logit], dim=1)
