@@ -67,6 +67,14 @@ def session(path: str | Path, threads: int | None = None, providers: list[str] |
     return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
 
 
+def instance_threads(config: dict, cores: int) -> int | None:
+    """onnxruntime threads for each of the model's instances: the cores shared out between them (None, all of them,
+    for one instance). Measured on a 16-core machine (docs/edge.md), N sessions of 16/N threads each served 2.5x
+    the keyframes per second of one session of 16 at 8 instances; N sessions of 16 threads each would fight."""
+    count = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
+    return max(1, cores // count) if count > 1 else None
+
+
 @dataclass
 class HeadResult:
     mask: np.ndarray  # uint8 [H, W] class ids

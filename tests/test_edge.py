@@ -505,3 +505,9 @@ def test_instances_of_the_stateless_models(exported, tmp_path):
     for name in ("stac_decode", "stac_head", "segment", "jpeg_decode"):
         assert "count: 2" in (repo / name / "config.pbtxt").read_text()
     assert "count: 1" in (repo / "h264_decode" / "config.pbtxt").read_text()  # its streams' decoders live in it
+    # the cores are shared out between the instances of a graph; one instance keeps onnxruntime's default
+    from stac.inference import instance_threads
+
+    assert instance_threads({"instance_group": [{"kind": "KIND_CPU", "count": 4}]}, 16) == 4
+    assert instance_threads({"instance_group": [{"count": 3}]}, 2) == 1
+    assert instance_threads({"instance_group": [{"count": 1}]}, 16) is None and instance_threads({}, 16) is None

@@ -7,6 +7,7 @@ model, and the server, keep serving.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import triton_python_backend_utils as pb_utils  # provided by the python backend
 from ..codec.bitstream import read_stac
 from ..codec.jpeg import decode_jpeg
 from ..codec.transform import pad_to_multiple
-from ..inference import check_bound, session
+from ..inference import check_bound, instance_threads, session
 from ..tables import TableSet
 from .streams import StreamDecoders
 
@@ -145,7 +146,7 @@ class OnnxModel:
 
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        self.session = session(_model_dir(args) / "model.onnx")
+        self.session = session(_model_dir(args) / "model.onnx", instance_threads(config, os.cpu_count() or 1))
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
 
