@@ -21,7 +21,7 @@ DEFAULT_CODECS = ("jpeg:q=90", "jpeg:q=90,subsampling=444", "grace", "stac", "h2
 
 def _edge_holding(url: str, tables_path: str, timeout: float = 10.0) -> TableSet:
     """The table set at ``tables_path``, once the edge at ``url`` answers and holds it (the handshake)."""
-    from device_runtime.edge import TritonEdge, check_table_set
+    from stac.edge.client import TritonEdge, check_table_set
 
     tables = TableSet.load(tables_path)
     edge = TritonEdge(url, timeout)
@@ -144,7 +144,7 @@ def device(onnx_dir, video, size, max_frames, flow_widths, tables_path, selectio
     The edge costs this process no CPU: its answers to the loop's keyframes are computed first (the same loop
     against the local graphs, untimed) and replayed, each --edge-latency after its keyframe, as from another
     machine."""
-    from device_runtime.edge import LocalEdge
+    from stac.edge.client import LocalEdge
     from device_runtime.runtime import RuntimeConfig
     from stac.inference import SegmentSession
 
@@ -194,7 +194,7 @@ def device(onnx_dir, video, size, max_frames, flow_widths, tables_path, selectio
 @click.option("--devices", "device_counts", type=int, multiple=True, help="repeatable (default: 1, 2, 4)")
 def edge(url, onnx_dir, tables_path, size, requests, device_counts) -> None:
     """Keyframe round-trip latency and throughput through URL vs the same work in-process."""
-    from device_runtime.edge import LocalEdge, TritonEdge
+    from stac.edge.client import LocalEdge, TritonEdge
 
     from .edge_bench import format_timings as format_edge
     from .edge_bench import hammer
@@ -225,7 +225,7 @@ def edge(url, onnx_dir, tables_path, size, requests, device_counts) -> None:
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="seconds per request")
 def load(url, tables_path, devices_spec, requests, sizes, timeout) -> None:
     """Many devices at once: STAC keyframe latency (p50/p95/p99 per size), throughput and errors through URL."""
-    from device_runtime.edge import TritonEdge
+    from stac.edge.client import TritonEdge
 
     from .edge_bench import format_load
     from .edge_bench import load as run_load
@@ -307,7 +307,7 @@ def eval_command(sources, model_name, weights, onnx_dir, tables_path, labels, fr
 
     from calibration.calibrate import DEFAULT_SOURCES, calibrate_default
     from calibration.search import CalibrationError
-    from device_runtime.edge import LocalEdge
+    from stac.edge.client import LocalEdge
     from evaluation import report
     from evaluation.clips import load_source
     from evaluation.methods import Context

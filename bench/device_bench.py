@@ -20,10 +20,10 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from device_runtime.edge import Edge, EdgeAnswer, EdgeError
 from device_runtime.runtime import Runtime, RuntimeConfig
 from stac.allocate import boundary_levels, boundary_offsets
 from stac.codec import StacCodec, make_codec
+from stac.edge.client import Edge, EdgeAnswer, EdgeError
 from stac.edge.streams import Stream
 from stac.flow import Flow
 from stac.metrics import confusion_matrix, miou

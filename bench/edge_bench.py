@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from device_runtime.edge import Edge
+from stac.edge.client import Edge
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device_runtime.edge import EdgeError, TritonEdge
+from stac.edge.client import EdgeError, TritonEdge
 
 MUTATIONS = ("bit flips", "truncation", "header edit", "bomb", "random bytes")
 
@@ -55,8 +55,9 @@ def bomb(data: bytes, kind: str, side: int) -> bytes:
 @dataclass
 class FuzzReport:
     outcomes: Counter = field(default_factory=Counter)  # (kind, mutation, outcome) -> count
-    rss_before: int | None = None  # bytes, the server and its python stubs
-    rss_after: int | None = None
+    # (requests done, bytes) of the server and its python stubs, at 0, 25, 50, 75 and 100% of the requests: a leak
+    # keeps growing through the second half, a warm-up (onnxruntime's arenas reaching the largest frames) does not
+    rss: list[tuple[int, int]] = field(default_factory=list)
     seconds: float = 0.0
     examples: dict = field(default_factory=dict)  # outcome -> one error message
 
@@ -69,10 +70,13 @@ def fuzz(url: str, keyframes: dict[str, tuple[bytes, tuple[int, int]]], requests
     """``requests`` mutants, alternating over ``keyframes`` (route -> (valid keyframe, frame size)) and MUTATIONS."""
     rng = np.random.default_rng(seed)
     edge = TritonEdge(url, timeout)
-    report = FuzzReport(rss_before=server_rss(pid))
+    report = FuzzReport()
+    samples = {requests * q // 4 for q in range(5)}
     started = time.perf_counter()
     kinds = sorted(keyframes)
     for i in range(requests):
+        if i in samples:
+            _sample(report, i, pid)
         kind, how = kinds[i % len(kinds)], MUTATIONS[(i // len(kinds)) % len(MUTATIONS)]
         data, size = keyframes[kind]
         outcome = _send(edge, mutate(data, kind, how, rng), kind, size, report)
@@ -87,9 +91,15 @@ def fuzz(url: str, keyframes: dict[str, tuple[bytes, tuple[int, int]]], requests
         report.outcomes[(kind, how, outcome)] += 1
         tick()
     report.seconds = time.perf_counter() - started
-    report.rss_after = server_rss(pid)
+    _sample(report, requests, pid)
     edge.close()
     return report
+
+
+def _sample(report: FuzzReport, done: int, pid: int | None) -> None:
+    rss = server_rss(pid)
+    if rss is not None:
+        report.rss.append((done, rss))
 
 
 def _send(edge: TritonEdge, data: bytes, kind: str, size: tuple[int, int], report: FuzzReport) -> str:
@@ -140,9 +150,13 @@ def format_report(report: FuzzReport) -> str:
     done = sum(report.outcomes.values())
     lines.append(f"{done} requests in {report.seconds:.1f} s: {report.total('error')} errors, "
                  f"{report.total('success')} successes, {report.total('hang')} hangs, {report.total('crash')} crashes")
-    if report.rss_before is not None and report.rss_after is not None:
-        lines.append(f"server RSS {report.rss_before / 2**20:.0f} MB before, {report.rss_after / 2**20:.0f} MB after "
-                     f"({(report.rss_after - report.rss_before) / 2**20:+.0f} MB)")
+    if len(report.rss) >= 2:
+        mb = [rss / 2**20 for _, rss in report.rss]
+        middle = report.rss[-1][0] // 2
+        half = next(m for (n, _), m in zip(report.rss, mb) if n >= middle)
+        counts, sizes = ", ".join(str(n) for n, _ in report.rss), ", ".join(f"{m:.0f}" for m in mb)
+        lines.append(f"server RSS, MB after {counts} requests: {sizes} ({mb[-1] - mb[0]:+.0f} MB; "
+                     f"second half {mb[-1] - half:+.0f})")
     for outcome, message in sorted(report.examples.items()):
         lines.append(f"e.g. {outcome}: {message[:160]}")
     return "\n".join(lines)

@@ -20,10 +20,10 @@ from stac.codec import make_codec
 from stac.codec.base import Codec
 from stac.codec.bitstream import read_stac
 from stac.codec.grace import GraceCodec
-from stac.codec.transform import blocks_for, dct_quantize
+from stac.codec.transform import dct_quantize
 from stac.inference import HeadSession, SegmentSession, head_sha256, model_info
 from stac.metrics import confusion_matrix, miou
-from stac.tables import BLOCK, DEFAULT_LEVELS, TableSet
+from stac.tables import BLOCK, DEFAULT_LEVELS, TableSet, blocks_for
 from stac.video import read_frames, resolve_source
 
 from .search import CalibrationError, SearchStep, search_bound

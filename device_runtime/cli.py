@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 
 from stac.codec import make_codec
+from stac.edge.client import EdgeError, check_table_set, make_edge
 from stac.inference import SegmentSession, check_tables, model_info
 from stac.tables import TableSet, TableSetError
 
-from .edge import EdgeError, check_table_set, make_edge
 from .run import run
 from .runtime import ROUTE_DEFAULTS, SELECTIONS, RuntimeConfig
 from .sources import Source, first_size

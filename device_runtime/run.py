@@ -8,12 +8,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from stac.edge.client import Edge
 from stac.inference import SegmentSession
 from stac.metrics import confusion_matrix, miou
 from stac.rate import tracking_error
 from stac.tables import TableSet
 
-from .edge import Edge
 from .output import Outputs
 from .runtime import FrameResult, Runtime, RuntimeConfig
 from .sources import Source, first_size

@@ -31,16 +31,14 @@ import numpy as np
 from stac.allocate import boundary_levels, boundary_offsets
 from stac.codec import make_codec
 from stac.codec.h264 import is_idr
+from stac.edge.client import Edge, EdgeAnswer, EdgeError, check_answer
 from stac.edge.streams import Stream
 from stac.flow import Flow, compose, identity_map, processing_size, warp, warp_levels
 from stac.gate import AccuracyGate, agreement
 from stac.inference import check_bound
 from stac.rate import RateController, step_crf
-from stac.tables import BLOCK, TableSet, region_grid
-from stac.codec.transform import blocks_for
+from stac.tables import BLOCK, TableSet
 from stac.video import psnr
-
-from .edge import Edge, EdgeAnswer, EdgeError, check_answer
 
 
 # How a STAC keyframe's level map is chosen: one level everywhere (the gradient-shaped tables alone); the
@@ -193,7 +191,7 @@ class Runtime:
         if config.target is not None and config.every:
             raise ValueError("--target steers the PSNR gate: give --target or --every, not both")
         self.gate = AccuracyGate(config.target, config.psnr) if config.target is not None else None
-        self.regions = region_grid(*blocks_for(self.height, self.width), tables.region_blocks)
+        self.regions = tables.regions(self.height, self.width)
         self.region_px = tables.region_blocks * BLOCK
         self.stats = RuntimeStats()
         self.answered: _Keyframe | None = None

@@ -62,7 +62,7 @@ def serve(repo, address, http_port, grpc_port, metrics_port, timeout, admin_api)
 @click.option("--wait", type=float, default=10.0, show_default=True)
 def check(url, tables_path, wait) -> None:
     """Health, model list and one real keyframe (carphone, STAC-coded) through the stac ensemble."""
-    from device_runtime.edge import EdgeError, TritonEdge, check_table_set
+    from stac.edge.client import EdgeError, TritonEdge, check_table_set
 
     try:
         tables = TableSet.load(tables_path)

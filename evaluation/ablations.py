@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
-from device_runtime.edge import EdgeAnswer, LocalEdge
 from stac.codec.bitstream import StacFrame, read_stac
+from stac.edge.client import EdgeAnswer, LocalEdge
 from stac.flow import Flow, compose, identity_map, processing_size, warp
 from stac.select import next_levels
 from stac.tables import TableSet, region_grid

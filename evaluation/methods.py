@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from device_runtime.edge import EdgeAnswer, LocalEdge
 from device_runtime.runtime import Runtime, RuntimeConfig
 from stac.codec import StacCodec, make_codec
 from stac.allocate import boundary_levels
+from stac.edge.client import EdgeAnswer, LocalEdge
 from stac.flow import Flow, compose, identity_map, processing_size, warp, warp_levels
 from stac.tables import BLOCK, TableSet
 

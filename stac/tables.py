@@ -35,6 +35,11 @@ class TableSetError(ValueError):
     """A table set (or its tables.json) is malformed."""
 
 
+def blocks_for(height: int, width: int) -> tuple[int, int]:
+    """Block grid (Hb, Wb) covering an H x W frame."""
+    return -(-height // BLOCK), -(-width // BLOCK)
+
+
 def region_grid(hb: int, wb: int, region_blocks: int = DEFAULT_REGION_BLOCKS) -> tuple[int, int]:
     """Region grid (Rh, Rw) covering Hb x Wb blocks with regions of R x R blocks."""
     return -(-hb // region_blocks), -(-wb // region_blocks)
@@ -217,6 +222,10 @@ class TableSet:
         num_coeffs = 3 * 1024 * 2048
         return cls.from_gradients(gradients, 0.1 * num_coeffs, num_coeffs,
                                   {"name": "jpeg-annex-k", "sha256": None})
+
+    def regions(self, height: int, width: int) -> tuple[int, int]:
+        """The region grid (Rh, Rw) of an H x W frame: one level per region."""
+        return region_grid(*blocks_for(height, width), self.region_blocks)
 
     def size_warning(self, height: int, width: int) -> str | None:
         """A warning when frames of this size are far (> 2x in pixels) from the size the set was calibrated at:

@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
-from device_runtime.edge import LocalEdge
 from device_runtime.runtime import Runtime, RuntimeConfig
 from stac.allocate import (COARSER_QP, STEP, allocate, boundary_levels, boundary_offsets, grown_region_sums,
                            region_rate, region_sensitivity)
 from stac.codec import make_codec
-from stac.codec.transform import blocks_for, dct_quantize
-from stac.tables import TableSet, region_grid
+from stac.edge.client import LocalEdge
+from stac.codec.transform import dct_quantize
+from stac.tables import TableSet, blocks_for
 
 
 def test_grown_region_sums_equal_a_direct_count():
@@ -90,7 +90,7 @@ def test_boundary_selection_in_the_runtime(exported, carphone_frames):
     results = [runtime.process(f) for f in carphone_frames[:4]]
     assert (results[0].levels == tables.middle_level).all()  # no mask yet: one level
     later = [r.levels for r in results[1:]]
-    assert all(lv.shape == region_grid(*blocks_for(144, 176), tables.region_blocks) for lv in later)
+    assert all(lv.shape == tables.regions(144, 176) for lv in later)
     assert any(len(np.unique(lv)) > 1 for lv in later)
     direct = boundary_levels(carphone_frames[1], results[0].mask, tables, tables.middle_level)
     assert direct.shape == later[0].shape

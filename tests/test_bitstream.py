@@ -11,8 +11,8 @@ from conftest import tables_with_levels
 from stac.codec import BitstreamError, StacCodec, read_stac, write_stac
 from stac.codec import _libjpeg
 from stac.codec.bitstream import MAGIC, level_bits, pack_levels
-from stac.codec.transform import blocks_for, dct_quantize
-from stac.tables import block_levels, region_grid
+from stac.codec.transform import dct_quantize
+from stac.tables import block_levels, blocks_for, region_grid
 
 
 def encode_random(frame, tables, seed):

@@ -13,8 +13,8 @@ import tritonclient.http as httpclient
 from PIL import Image
 
 from bench.fuzz import bomb
-from device_runtime.edge import EdgeError, LocalEdge, TritonEdge, check_table_set
 from stac.codec import make_codec
+from stac.edge.client import EdgeError, LocalEdge, TritonEdge, check_table_set
 from stac.edge.repository import EDGE_MAX_BYTES, MODELS, write_repository
 from stac.edge.streams import Stream
 from stac.edge.server import ServerError, TritonServer
@@ -443,7 +443,8 @@ def test_bench_fuzz_short_run(server, scheme, tmp_path):
     assert summary.startswith("100 requests") and " 0 hangs, 0 crashes" in summary
     errors = int(summary.split(": ")[1].split(" errors")[0])
     assert errors >= 50  # truncations, header edits, bombs and random bytes are refused
-    assert "server RSS" in result.output
+    rss = next(line for line in result.output.splitlines() if line.startswith("server RSS"))
+    assert "after 0, 25, 50, 75, 100 requests" in rss and "second half" in rss
     assert {"stac", "jpeg"} <= {line.split()[0] for line in result.output.splitlines()[1:11]}
 
 

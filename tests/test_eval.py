@@ -9,7 +9,6 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import main as bench_main
-from device_runtime.edge import LocalEdge
 from evaluation.ablations import AnyRegionEdge
 from evaluation.clips import Clip, load_source
 from evaluation.datasets import CamVid, Cityscapes
@@ -20,6 +19,7 @@ from evaluation.bootstrap import FrameSamples, intervals
 from evaluation.run import stac_settings
 from evaluation.sensitivity import CANDIDATES, predictions, ranks, spearman
 from stac.codec import make_codec, read_stac
+from stac.edge.client import LocalEdge
 from stac.select import next_levels
 from stac.tables import TableSet
 

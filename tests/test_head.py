@@ -18,8 +18,7 @@ from stac.inference import HeadSession, SegmentSession
 from stac.models import build_model
 from stac.models.head import AutogradDecoded, Decoded, StacHead, block_tables
 from stac.select import region_cost, select_levels
-from stac.tables import DEFAULT_REGION_BLOCKS, TableSet, region_grid
-from stac.codec.transform import blocks_for
+from stac.tables import DEFAULT_REGION_BLOCKS, TableSet, blocks_for, region_grid
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from device_runtime.edge import LocalEdge
 from device_runtime.run import run
 from device_runtime.runtime import Runtime, RuntimeConfig
 from device_runtime.sources import Source
+from stac.edge.client import LocalEdge
 from stac.rate import CRF_RANGE, RateController, crf_step, step_crf, tracking_error
 from stac.tables import TableSet
 

@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from device_runtime.cli import main as runtime_main
-from device_runtime.edge import EdgeAnswer, EdgeError, LocalEdge, check_answer
 from device_runtime.run import run
 from device_runtime.runtime import Runtime, RuntimeConfig
 from device_runtime.sources import Source
 from stac.codec import make_codec
+from stac.edge.client import EdgeAnswer, EdgeError, LocalEdge, check_answer
 from stac.edge.streams import StreamDecoders
 from stac.flow import Flow, compose, identity_map, warp, warp_levels
 from stac.tables import TableSet

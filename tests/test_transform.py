@@ -2,7 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stac.codec.transform import blocks_for, dct_quantize, dequantize_idct, pad_to_blocks, rgb_to_ycbcr
+from stac.codec.transform import dct_quantize, dequantize_idct, pad_to_blocks, rgb_to_ycbcr
+from stac.tables import blocks_for
 from stac.video import psnr
 
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from ..tables import TableSet, block_levels, region_grid
 from . import _libjpeg
-from .transform import BLOCK, MAX_AC, blocks_for
+from ..tables import blocks_for
+from .transform import BLOCK, MAX_AC
 
 MAGIC = b"STAC\0"
 VERSION = 1

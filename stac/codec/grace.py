@@ -12,7 +12,8 @@ from ..tables import TableSet, grace_table
 from . import _libjpeg
 from .base import Codec
 from .jpeg import decode_jpeg
-from .transform import blocks_for, dct_quantize
+from ..tables import blocks_for
+from .transform import dct_quantize
 
 
 class GraceCodec(Codec):

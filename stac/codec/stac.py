@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..tables import TableSet, block_levels, region_grid
+from ..tables import TableSet, block_levels, blocks_for
 from .base import Codec
 from .bitstream import DEFAULT_MAX_PIXELS, read_stac, write_stac
-from .transform import blocks_for, check_frame, dct_quantize, dequantize_idct
+from .transform import check_frame, dct_quantize, dequantize_idct
 
 
 class StacCodec(Codec):
@@ -33,7 +33,7 @@ class StacCodec(Codec):
 
     def uniform_levels(self, height: int, width: int) -> np.ndarray:
         """The level map that codes every region at this codec's level, uint8 [Rh, Rw]."""
-        return np.full(region_grid(*blocks_for(height, width), self.tables.region_blocks), self.level, np.uint8)
+        return np.full(self.tables.regions(height, width), self.level, np.uint8)
 
     def encode(self, frame: np.ndarray) -> bytes:
         check_frame(frame)

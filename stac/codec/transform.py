@@ -16,16 +16,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..tables import BLOCK
+from ..tables import BLOCK, blocks_for
 from . import _libjpeg
 
 MAX_AC = 1023  # baseline Huffman coding: AC magnitude category <= 10
 MAX_DC_DIFF = 2047  # DC difference category <= 11
-
-
-def blocks_for(height: int, width: int) -> tuple[int, int]:
-    """Block grid (Hb, Wb) covering an H x W frame."""
-    return -(-height // BLOCK), -(-width // BLOCK)
 
 
 def pad_to_multiple(frame: np.ndarray, multiple: int) -> np.ndarray:

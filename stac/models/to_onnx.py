@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..codec.transform import blocks_for, pad_to_multiple
-from ..tables import DEFAULT_REGION_BLOCKS, region_grid
+from ..codec.transform import pad_to_multiple
+from ..tables import DEFAULT_REGION_BLOCKS, blocks_for, region_grid
 from .base import SegModel, build_model
 from .head import AutogradDecoded, Decoded, Segment, StacHead
 
@@ -161,7 +161,7 @@ def validate(model_name: str, onnx_dir: str | Path, weights: str | Path | None =
     model = build_model(model_name, weights)
     tables = TableSet.default()
     frame = next(iter(read_frames(sample_video("carphone"), 1)))
-    levels = np.random.default_rng(0).integers(0, tables.levels, region_grid(*blocks_for(*frame.shape[:2])),
+    levels = np.random.default_rng(0).integers(0, tables.levels, tables.regions(*frame.shape[:2]),
                                                dtype=np.uint8)
     coded = read_stac(make_codec("stac", tables).encode_levels(frame, levels), tables)
     got = HeadSession(onnx_dir / "stac_head.onnx").run(coded, tables)

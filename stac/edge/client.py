@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from stac.codec.bitstream import read_stac
-from stac.codec.jpeg import decode_jpeg
-from stac.edge.streams import NEED_IDR, Stream, StreamDecoders
-from stac.inference import HeadSession, SegmentSession
-from stac.tables import TableSet
+from ..codec.bitstream import read_stac
+from ..codec.jpeg import decode_jpeg
+from .streams import NEED_IDR, Stream, StreamDecoders
+from ..inference import HeadSession, SegmentSession
+from ..tables import TableSet
 
 
 class EdgeError(RuntimeError):
