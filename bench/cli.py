@@ -8,8 +8,11 @@ from pathlib import Path
 
 import click
 
-from device_runtime.runtime import SELECTIONS
+from device_runtime.runtime import PAPER_GATE_DB, SELECTIONS
 from stac.codec import make_codec
+from stac.commands import cli_errors, tables_option
+from stac.contract import HEAD_GRAPH, SEGMENT_GRAPH
+from stac.edge.client import EdgeError
 from stac.tables import TableSet
 from stac.video import parse_size, read_frames, resolve_source, sample_video, video_fps
 
@@ -19,11 +22,10 @@ from .head_bench import format_timings, time_head
 DEFAULT_CODECS = ("jpeg:q=90", "jpeg:q=90,subsampling=444", "grace", "stac", "h264:crf=23")
 
 
-def _edge_holding(url: str, tables_path: str, timeout: float = 10.0) -> TableSet:
-    """The table set at ``tables_path``, once the edge at ``url`` answers and holds it (the handshake)."""
+def _edge_holding(url: str, tables: TableSet, timeout: float = 10.0) -> TableSet:
+    """``tables``, once the edge at ``url`` answers and holds them (the handshake)."""
     from stac.edge.client import TritonEdge, check_table_set
 
-    tables = TableSet.load(tables_path)
     edge = TritonEdge(url, timeout)
     try:
         edge.wait_ready(30)
@@ -49,34 +51,28 @@ def main() -> None:
 @click.argument("video", required=False)
 @click.option("--codec", "specs", multiple=True, help="codec spec, repeatable, e.g. jpeg:q=90, stac:level=8, "
               "grace:b=1e5, h264:crf=23 (default: a set of all four)")
-@click.option("--tables", "tables_path", type=click.Path(dir_okay=False), help="tables.json (default: the "
-              "built-in Annex K set, see stac.tables.TableSet.default)")
+@tables_option("tables.json (default: the built-in Annex K set, see stac.tables.TableSet.default)")
 @click.option("--max-frames", type=int, default=30, show_default=True)
 @click.option("--size", help="resize frames to WIDTHxHEIGHT, e.g. 2048x1024")
 @click.option("--fps", type=float, help="frame rate for Kbps (default: the video's)")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the results as JSON")
 @click.option("--save", "save_dir", type=click.Path(file_okay=False), help="write every encoded frame's bytes")
-def codec(video, specs, tables_path, max_frames, size, fps, json_path, save_dir) -> None:
+def codec(video, specs, tables, max_frames, size, fps, json_path, save_dir) -> None:
     """Bytes, Kbps, PSNR and encode/decode time per codec on VIDEO (default: the bikes sample clip)."""
-    try:
+    with cli_errors():
         path = resolve_source(video) if video else sample_video("bikes")
-        tables = TableSet.load(tables_path) if tables_path else TableSet.default()
         codecs = [make_codec(s, tables) for s in (specs or DEFAULT_CODECS)]
         if not any(c.name == "jpeg" for c in codecs):
             codecs.insert(0, make_codec("jpeg:q=90", tables))
         frames = list(read_frames(path, max_frames, _size(size)))
         rate = fps or video_fps(path)
-    except (ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from None
     h, w = frames[0].shape[:2]
     click.echo(f"{path.name}: {len(frames)} frames {w}x{h} at {rate:g} fps; table set {tables.id.hex()} "
                f"({tables.model.get('name')})")
     with click.progressbar(length=len(frames) * len(codecs), label="encoding", file=sys.stderr) as bar:
-        try:
+        with cli_errors():  # a frame a codec refuses (e.g. larger than its decoder accepts)
             results = run_codec_bench(codecs, frames, rate, Path(save_dir) if save_dir else None,
                                       lambda: bar.update(1))
-        except ValueError as e:  # a frame a codec refuses (e.g. larger than its decoder accepts)
-            raise click.ClickException(str(e)) from None
     click.echo(format_table(results))
     if json_path:
         doc = {"video": str(path), "frames": len(frames), "width": w, "height": h, "fps": rate,
@@ -93,9 +89,9 @@ def codec(video, specs, tables_path, max_frames, size, fps, json_path, save_dir)
 @click.option("--runs", type=int, default=5, show_default=True)
 @click.option("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--tables", "tables_path", type=click.Path(dir_okay=False), help="tables.json (default: built-in)")
+@tables_option()
 @click.option("--profile", is_flag=True, help="also the time per ONNX operator type (onnxruntime's profiler)")
-def head(model_name, onnx_dir, sizes, runs, threads, provider, tables_path, profile) -> None:
+def head(model_name, onnx_dir, sizes, runs, threads, provider, tables, profile) -> None:
     """Milliseconds of the STAC head vs the SEGMENT graph, same model, same frame (bikes clip), same run."""
     import tempfile
 
@@ -110,15 +106,14 @@ def head(model_name, onnx_dir, sizes, runs, threads, provider, tables_path, prof
             click.echo(f"exporting {model_name} ...", err=True)
             export_model(model_name, folder)
         info = model_info(folder)
-        tables = TableSet.load(tables_path) if tables_path else TableSet.default()
         frame = next(iter(read_frames(sample_video("bikes"), 1)))
         native_h, native_w = info["native_size"]
         wanted = [_size(s) for s in sizes] or [(2048, 1024), (native_w, native_h)]
         timings = []
         for w, h in wanted:  # profiling sessions per size: a profile covers a session's whole life
             traces = (str(Path(tmp) / "head"), str(Path(tmp) / "segment")) if profile else (None, None)
-            head_session = HeadSession(folder / "stac_head.onnx", threads, providers, traces[0])
-            segment_session = SegmentSession(folder / "segment.onnx", threads, providers, traces[1])
+            head_session = HeadSession(folder / HEAD_GRAPH, threads, providers, traces[0])
+            segment_session = SegmentSession(folder / SEGMENT_GRAPH, threads, providers, traces[1])
             timings.append(time_head(head_session, segment_session, frame, (h, w), tables, runs))
     click.echo(f"model {info['name']}, {provider}, threads {threads or 'default'}, median of {runs}")
     click.echo(format_timings(timings))
@@ -131,13 +126,13 @@ def head(model_name, onnx_dir, sizes, runs, threads, provider, tables_path, prof
 @click.option("--size", default="2048x1024", show_default=True)
 @click.option("--max-frames", type=int, default=60, show_default=True)
 @click.option("--flow-width", "flow_widths", type=int, multiple=True, help="repeatable (default: 256, 512)")
-@click.option("--tables", "tables_path", type=click.Path(dir_okay=False), help="tables.json (default: built-in)")
+@tables_option()
 @click.option("--selection", "selections", type=click.Choice(SELECTIONS), multiple=True,
               help="level maps or offsets, repeatable (default: each codec's own, ROUTE_DEFAULTS)")
 @click.option("--codec", "codecs", multiple=True, help="keyframe codecs, repeatable (default: stac)")
 @click.option("--edge-latency", type=float, default=50.0, show_default=True,
               help="ms from sending a keyframe to its answer (the network and a GPU edge), in whole frames at 30 fps")
-def device(onnx_dir, video, size, max_frames, flow_widths, tables_path, selections, codecs, edge_latency) -> None:
+def device(onnx_dir, video, size, max_frames, flow_widths, tables, selections, codecs, edge_latency) -> None:
     """fps of the whole device loop (flow, propagation, gating, every gated keyframe's encode) vs DIS ULTRAFAST
     alone, and its masks' mIoU against the model on every raw frame.
 
@@ -153,24 +148,19 @@ def device(onnx_dir, video, size, max_frames, flow_widths, tables_path, selectio
 
     if not edge_latency >= 0:
         raise click.BadParameter(f"must be >= 0, got {edge_latency:g}", param_hint="--edge-latency")
-    try:
-        tables = TableSet.load(tables_path) if tables_path else TableSet.default()
+    with cli_errors():
         frames = list(read_frames(resolve_source(video), max_frames, _size(size)))
         edge = LocalEdge(onnx_dir, tables)
-        reference = [SegmentSession(onnx_dir / "segment.onnx").run(frame) for frame in frames]
-    except (ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from None
+        reference = [SegmentSession(onnx_dir / SEGMENT_GRAPH).run(frame) for frame in frames]
     baseline = dis_alone(frames)
     timings, misses = [], 0
-    try:
+    with cli_errors():
         for config in (RuntimeConfig(flow_width=w, selection=s, codec=c) for c in (codecs or ("stac",))
                        for s in (selections or (None,)) for w in (flow_widths or (256, 512))):
             delay = delay_frames(edge_latency / 1e3, config.fps)
             recorded = RecordedEdge.record(frames, edge, tables, config, delay)
             timings.append(device_loop(frames, recorded, tables, config, delay, reference))
             misses += recorded.misses
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
     h, w = frames[0].shape[:2]
     click.echo(f"{len(frames)} frames {w}x{h} of {video}, each answer {delay} frames after its keyframe "
                f"({edge_latency:g} ms at {config.fps:g} fps), replayed from the local edge")
@@ -187,23 +177,20 @@ def device(onnx_dir, video, size, max_frames, flow_widths, tables_path, selectio
 @click.argument("url")
 @click.option("--onnx-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="the same graphs, for the in-process comparison (export/build.py writes OUT_onnx)")
-@click.option("--tables", "tables_path", type=click.Path(dir_okay=False), required=True,
-              help="the table set the edge holds")
+@tables_option("the table set the edge holds", required=True)
 @click.option("--size", default="640x272", show_default=True, help="keyframe WIDTHxHEIGHT (bikes clip)")
 @click.option("--requests", type=int, default=10, show_default=True, help="per device")
 @click.option("--devices", "device_counts", type=int, multiple=True, help="repeatable (default: 1, 2, 4)")
-def edge(url, onnx_dir, tables_path, size, requests, device_counts) -> None:
+def edge(url, onnx_dir, tables, size, requests, device_counts) -> None:
     """Keyframe round-trip latency and throughput through URL vs the same work in-process."""
     from stac.edge.client import LocalEdge, TritonEdge
 
     from .edge_bench import format_timings as format_edge
     from .edge_bench import hammer
 
-    try:
-        tables = _edge_holding(url, tables_path)
+    with cli_errors(EdgeError):
+        _edge_holding(url, tables)
         frame = next(iter(read_frames(sample_video("bikes"), 1, _size(size))))
-    except Exception as e:  # bad tables, unreachable edge: say which
-        raise click.ClickException(str(e)) from None
     data = make_codec("stac", tables).encode(frame)
     shape = frame.shape[:2]
     remote, local = [], []
@@ -216,31 +203,28 @@ def edge(url, onnx_dir, tables_path, size, requests, device_counts) -> None:
 
 @main.command()
 @click.argument("url")
-@click.option("--tables", "tables_path", type=click.Path(dir_okay=False), required=True,
-              help="the table set the edge holds")
+@tables_option("the table set the edge holds", required=True)
 @click.option("--devices", "devices_spec", default="1,2,4,8", show_default=True, help="comma-separated device counts")
 @click.option("--requests", type=int, default=20, show_default=True, help="per device")
 @click.option("--sizes", default="176x144,1280x720", show_default=True,
               help="comma-separated keyframe sizes (bikes clip), sent in turn by every device")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="seconds per request")
-def load(url, tables_path, devices_spec, requests, sizes, timeout) -> None:
+def load(url, tables, devices_spec, requests, sizes, timeout) -> None:
     """Many devices at once: STAC keyframe latency (p50/p95/p99 per size), throughput and errors through URL."""
     from stac.edge.client import TritonEdge
 
     from .edge_bench import format_load
     from .edge_bench import load as run_load
 
-    try:
+    with cli_errors(EdgeError):
         counts = [int(v) for v in devices_spec.split(",") if v.strip()]
         if not counts or min(counts) < 1 or requests < 1:
             raise ValueError("--devices and --requests must be at least 1")
-        tables = _edge_holding(url, tables_path, timeout)
+        _edge_holding(url, tables, timeout)
         keyframes = {}
         for spec in sizes.split(","):
             frame = next(iter(read_frames(sample_video("bikes"), 1, _size(spec.strip()))))
             keyframes[spec.strip()] = (make_codec("stac", tables).encode(frame), frame.shape[:2])
-    except Exception as e:  # bad options, tables, unreachable edge: say which
-        raise click.ClickException(str(e)) from None
     results = [run_load(lambda: TritonEdge(url, timeout), keyframes, n, requests) for n in counts]
     click.echo(f"{url}: keyframes {', '.join(f'{k} ({len(v[0])} B)' for k, v in keyframes.items())}, "
                f"{requests} per device")
@@ -249,24 +233,21 @@ def load(url, tables_path, devices_spec, requests, sizes, timeout) -> None:
 
 @main.command()
 @click.argument("url")
-@click.option("--tables", "tables_path", type=click.Path(dir_okay=False), required=True,
-              help="the table set the edge holds (the valid STAC keyframe is coded with it)")
+@tables_option("the table set the edge holds (the valid STAC keyframe is coded with it)", required=True)
 @click.option("--requests", type=int, default=10000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="seconds before a request is a hang")
 @click.option("--pid", type=int, help="the server's process id, for its memory (and its stubs') before and after")
-def fuzz(url, tables_path, requests, seed, timeout, pid) -> None:
+def fuzz(url, tables, requests, seed, timeout, pid) -> None:
     """Mutated STAC and JPEG keyframes (bit flips, truncation, header edits, bombs, random bytes) to URL:
     errors, successes, hangs and crashes, and the server's memory."""
     from .fuzz import format_report
     from .fuzz import fuzz as run_fuzz
 
-    try:
+    with cli_errors(EdgeError):
         if requests < 1 or timeout <= 0:
             raise ValueError("--requests must be at least 1 and --timeout positive")
-        tables = _edge_holding(url, tables_path, timeout)
-    except Exception as e:  # bad tables, unreachable edge, another table set: say which
-        raise click.ClickException(str(e)) from None
+        _edge_holding(url, tables, timeout)
     frame = next(iter(read_frames(sample_video("carphone"), 1)))
     keyframes = {kind: (make_codec(spec, tables).encode(frame), frame.shape[:2])
                  for kind, spec in (("stac", "stac"), ("jpeg", "jpeg:q=80"))}
@@ -283,8 +264,8 @@ def fuzz(url, tables_path, requests, seed, timeout, pid) -> None:
 @click.option("--weights", type=click.Path(dir_okay=False), help="checkpoint for models without shipped weights")
 @click.option("--onnx-dir", type=click.Path(file_okay=False, path_type=Path),
               help="graphs from `export/build.py --onnx-only` (default: export --model into a temp folder)")
-@click.option("--tables", "tables_path", type=click.Path(dir_okay=False),
-              help="tables.json (default: calibrate now with stac-calibrate's defaults, on the calibration clips)")
+@tables_option("tables.json (default: calibrate now with stac-calibrate's defaults, on the calibration clips)",
+               builtin=False)
 @click.option("--labels", type=click.Path(file_okay=False), help="class-id PNGs in frame order, for one SOURCE")
 @click.option("--frames", type=int, default=30, show_default=True,
               help="frames scored per source at the codec level (labelled frames for datasets)")
@@ -294,11 +275,11 @@ def fuzz(url, tables_path, requests, seed, timeout, pid) -> None:
               help="comma-separated: codec, system, ablation (paper Fig. 6-8 and the gate threshold)")
 @click.option("--targets", default="0.95,0.97,0.98", show_default=True, help="mIoU targets of the comparison")
 @click.option("--methods", "methods_spec", help="comma-separated: only these methods (default: all of each level)")
-@click.option("--gate", type=float, default=26.0, show_default=True, help="PSNR gate (dB) of the system level")
+@click.option("--gate", type=float, default=PAPER_GATE_DB, show_default=True, help="PSNR gate (dB) of the system level")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("eval_out"),
               show_default=True, help="results.json, results.csv, figures, report.md")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="also write results here")
-def eval_command(sources, model_name, weights, onnx_dir, tables_path, labels, frames, step, levels_spec, targets,
+def eval_command(sources, model_name, weights, onnx_dir, tables, labels, frames, step, levels_spec, targets,
                  methods_spec, gate, out, json_path) -> None:
     """Rate vs accuracy of STAC, GRACE, JPEG and H.264 on SOURCEs (sample clip names, video files, image
     folders, Cityscapes or CamVid folders; default: the sample clips not used for calibration)."""
@@ -320,7 +301,7 @@ def eval_command(sources, model_name, weights, onnx_dir, tables_path, labels, fr
     levels = [v.strip() for v in levels_spec.split(",") if v.strip()]
     only = [v.strip() for v in methods_spec.split(",") if v.strip()] if methods_spec else None
     with tempfile.TemporaryDirectory() as tmp:
-        try:
+        with cli_errors(CalibrationError):
             goals = sorted(float(t) for t in targets.split(","))
             if labels and len(sources) != 1:
                 raise ValueError("--labels goes with exactly one SOURCE")
@@ -333,8 +314,7 @@ def eval_command(sources, model_name, weights, onnx_dir, tables_path, labels, fr
                 click.echo(f"exporting {model_name} ...", err=True)
                 onnx_dir = Path(tmp)
                 export_model(model_name, onnx_dir, weights)
-            if tables_path:
-                tables = TableSet.load(tables_path)
+            if tables is not None:
                 check_tables(tables, onnx_dir)
             else:
                 click.echo("calibrating (stac-calibrate defaults) ...", err=True)
@@ -348,18 +328,13 @@ def eval_command(sources, model_name, weights, onnx_dir, tables_path, labels, fr
                 if warning:
                     click.echo(f"warning: {source.name}: {warning}", err=True)
             edge = LocalEdge(onnx_dir, tables)
-        except (ValueError, FileNotFoundError, CalibrationError) as e:
-            raise click.ClickException(str(e)) from None
         ctx = Context(edge, tables, gate=gate)
         scorer = Scorer(edge.segment_session, len(info["classes"]))
-        try:
-            with click.progressbar(length=work(levels, ctx, loaded, only), label="evaluating",
-                                   file=sys.stderr) as bar:
-                evaluation = evaluate(ctx, scorer, loaded, model=info["name"], levels=levels, step=step,
-                                      targets=goals, graph_region_blocks=info.get("region_blocks"), only=only,
-                                      tick=lambda: bar.update(1))
-        except ValueError as e:
-            raise click.ClickException(str(e)) from None
+        with cli_errors(), click.progressbar(length=work(levels, ctx, loaded, only), label="evaluating",
+                                             file=sys.stderr) as bar:
+            evaluation = evaluate(ctx, scorer, loaded, model=info["name"], levels=levels, step=step,
+                                  targets=goals, graph_region_blocks=info.get("region_blocks"), only=only,
+                                  tick=lambda: bar.update(1))
     command = "stac-bench eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else "stac-bench eval"
     written = report.write(evaluation, goals, out, command)
     if json_path:

@@ -21,6 +21,7 @@ from stac.codec.base import Codec
 from stac.codec.bitstream import read_stac
 from stac.codec.grace import GraceCodec
 from stac.codec.transform import dct_quantize
+from stac.contract import HEAD_GRAPH, SEGMENT_GRAPH
 from stac.inference import HeadSession, SegmentSession, head_sha256, model_info
 from stac.metrics import confusion_matrix, miou
 from stac.tables import BLOCK, DEFAULT_LEVELS, TableSet, blocks_for
@@ -175,8 +176,8 @@ def calibrate(onnx_dir: Path, frames: Sequence[np.ndarray], *, min_accuracy: flo
         raise CalibrationError(f"{info['name']} needs frames whose sides are multiples of "
                                f"{info['size_multiple']}, got {w}x{h}")
     model = {"name": info["name"], "sha256": head_sha256(onnx_dir), "classes": info["classes"]}
-    head = HeadSession(onnx_dir / "stac_head.onnx")
-    segment = SegmentSession(onnx_dir / "segment.onnx")
+    head = HeadSession(onnx_dir / HEAD_GRAPH)
+    segment = SegmentSession(onnx_dir / SEGMENT_GRAPH)
 
     progress(f"gradients of {len(frames)} frames")
     gradients, magnitudes = mean_gradients(head, frames, TableSet.default())

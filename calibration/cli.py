@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import cv2
 
+from stac.commands import cli_errors
 from stac.tables import DEFAULT_LEVELS
 from stac.video import parse_size
 
@@ -43,25 +44,22 @@ def main(model_name, weights, onnx_dir, sources, frames_per_source, step, size, 
          labels, out) -> None:
     """Average gradients -> the largest bound B meeting --min-accuracy -> L table levels (tables.json)."""
     sources = list(sources or DEFAULT_SOURCES)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, cli_errors(CalibrationError):
+        wh = parse_size(size)
         try:
-            wh = parse_size(size)
-            try:
-                finest, coarsest = (float(v) for v in span.split(","))
-            except ValueError:
-                raise CalibrationError(f"--span takes two accuracies FINEST,COARSEST, got {span!r}") from None
-            frames = load_frames(sources, wh, frames_per_source, step)
-            label_masks = load_labels(labels, len(frames), wh) if labels else None
-            if onnx_dir is None:
-                from stac.models.to_onnx import export_model  # torch only when exporting here
+            finest, coarsest = (float(v) for v in span.split(","))
+        except ValueError:
+            raise CalibrationError(f"--span takes two accuracies FINEST,COARSEST, got {span!r}") from None
+        frames = load_frames(sources, wh, frames_per_source, step)
+        label_masks = load_labels(labels, len(frames), wh) if labels else None
+        if onnx_dir is None:
+            from stac.models.to_onnx import export_model  # torch only when exporting here
 
-                click.echo(f"exporting {model_name} ...", err=True)
-                onnx_dir = Path(tmp)
-                export_model(model_name, onnx_dir, weights)
-            result = calibrate(onnx_dir, frames, min_accuracy=min_accuracy, levels=levels, span=(finest, coarsest),
-                               labels=label_masks, progress=lambda m: click.echo(m + " ...", err=True))
-        except (CalibrationError, ValueError, FileNotFoundError) as e:
-            raise click.ClickException(str(e)) from None
+            click.echo(f"exporting {model_name} ...", err=True)
+            onnx_dir = Path(tmp)
+            export_model(model_name, onnx_dir, weights)
+        result = calibrate(onnx_dir, frames, min_accuracy=min_accuracy, levels=levels, span=(finest, coarsest),
+                           labels=label_masks, progress=lambda m: click.echo(m + " ...", err=True))
     out.mkdir(parents=True, exist_ok=True)
     result.tables.save(out / "tables.json")
     text = summary(result, sources)

@@ -8,9 +8,11 @@ from pathlib import Path
 import click
 
 from stac.codec import make_codec
+from stac.commands import cli_errors, tables_option
+from stac.contract import SEGMENT_GRAPH
 from stac.edge.client import EdgeError, check_table_set, make_edge
+from stac.flow import PRESETS
 from stac.inference import SegmentSession, check_tables, model_info
-from stac.tables import TableSet, TableSetError
 
 from .run import run
 from .runtime import ROUTE_DEFAULTS, SELECTIONS, RuntimeConfig
@@ -28,8 +30,7 @@ def main() -> None:
               help="local (in-process onnxruntime) or grpc://HOST:PORT or http://HOST:PORT (Triton)")
 @click.option("--onnx-dir", type=click.Path(file_okay=False, path_type=Path),
               help="exported graphs (export/build.py --onnx-only): the local edge, and --reference model")
-@click.option("--tables", "tables_path", type=click.Path(dir_okay=False),
-              help="tables.json from stac-calibrate (default: the built-in set)")
+@tables_option("tables.json from stac-calibrate (default: the built-in set)")
 @click.option("--psnr", type=float, help="keyframe when PSNR drops below (default: "
               f"{ROUTE_DEFAULTS['stac'].psnr:g} dB, {ROUTE_DEFAULTS['h264'].psnr:g} with --codec h264)")
 @click.option("--every", type=int, help="keyframe every N frames instead of the PSNR gate")
@@ -50,25 +51,26 @@ def main() -> None:
 @click.option("--max-frames", type=int)
 @click.option("--pace", is_flag=True, help="deliver a file's frames at its frame rate, like a camera")
 @click.option("--fps", type=float, help="source frame rate (default: the container's; 17 for folders)")
-@click.option("--flow-width", type=int, default=512, show_default=True, help="flow runs at this width")
-@click.option("--preset", type=click.Choice(["ultrafast", "fast", "medium"]), default="ultrafast",
+@click.option("--flow-width", type=int, default=RuntimeConfig.flow_width, show_default=True,
+              help="flow runs at this width")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=RuntimeConfig.preset,
               show_default=True)
 @click.option("--reference", type=click.Choice(["model", "none"]), default="none", show_default=True,
               help="model: score masks against the model on raw frames (needs --onnx-dir)")
 @click.option("--labels", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="class-id PNGs in frame order")
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="seconds per edge request")
+@click.option("--timeout", type=float, default=RuntimeConfig.timeout, show_default=True,
+              help="seconds per edge request")
 @click.option("--wait-edge", type=float, default=20.0, show_default=True,
               help="seconds to wait for a remote edge at start")
 @click.option("--offline-ok", is_flag=True, help="if the edge never answers at start, run on propagation only")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="write masks/*.png, overlay.mp4")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="report JSON")
-def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, target, codec, selection, bound, kbps, sync,
+def run_command(source, edge_spec, onnx_dir, tables, psnr, every, target, codec, selection, bound, kbps, sync,
                 max_frames, pace, fps, flow_width, preset, reference, labels, timeout, wait_edge, offline_ok, out,
                 report_path) -> None:
     """Segment every frame of SOURCE (video file, image folder, camera index or sample clip name)."""
-    try:
-        tables = TableSet.load(tables_path) if tables_path else TableSet.default()
+    with cli_errors():
         if onnx_dir is not None:
             check_tables(tables, onnx_dir)
         src = Source(source, max_frames, fps)
@@ -81,23 +83,20 @@ def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, target, c
         if reference == "model":
             if onnx_dir is None:
                 raise click.ClickException("--reference model needs --onnx-dir")
-            ref = SegmentSession(onnx_dir / "segment.onnx")
+            ref = SegmentSession(onnx_dir / SEGMENT_GRAPH)
         classes = len(model_info(onnx_dir)["classes"]) if onnx_dir else 256
         label_files = sorted(labels.glob("*.png")) if labels else None
-    except (TableSetError, ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from None
     if warning:
         click.echo(f"warning: {warning}", err=True)
     try:
-        edge.wait_ready(wait_edge)
-        if make_codec(codec, tables).route == "stac":
-            check_table_set(edge, tables)
+        with cli_errors():
+            edge.wait_ready(wait_edge)
+            if make_codec(codec, tables).route == "stac":
+                check_table_set(edge, tables)
     except EdgeError as e:
         if not offline_ok:
             raise click.ClickException(f"{e} (pass --offline-ok to run on propagation only)") from None
         click.echo(f"warning: {e}; running on propagation only until it answers", err=True)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
 
     with click.progressbar(length=src.count() or 0, label="frames", file=sys.stderr, show_pos=True,
                            item_show_func=lambda live: live) as bar:
@@ -105,10 +104,9 @@ def run_command(source, edge_spec, onnx_dir, tables_path, psnr, every, target, c
             bar.update(1, f"{live['fps']:.1f} fps {live['kbps']:.0f} Kbps")
 
         try:
-            report = run(src, edge, tables, config, out=out, reference=ref, labels=label_files,
-                         num_classes=classes, pace=pace, on_frame=on_frame)
-        except ValueError as e:
-            raise click.ClickException(str(e)) from None
+            with cli_errors():
+                report = run(src, edge, tables, config, out=out, reference=ref, labels=label_files,
+                             num_classes=classes, pace=pace, on_frame=on_frame)
         finally:
             edge.close()
     keys = ["frames", "keyframes", "offloaded", "offloaded_fps", "uplink_bytes", "uplink_kbps", "kbps_target",

@@ -64,7 +64,8 @@ class RouteDefaults:
 # stac-h264,stac-h264-boundary`), the boundary offsets, which needed 15.4 / 7.5 / 2.9% fewer Kbps there than
 # x264's own quantizers at mIoU 0.95 / 0.97 / 0.98, and the gate of their cheapest setting reaching 0.97 (the
 # middle of the evaluation's targets): 38 dB at CRF 34 (H264Codec's default), 257 Kbps, mIoU 0.973.
-ROUTE_DEFAULTS = {"stac": RouteDefaults(26.0, "uniform"), "jpeg": RouteDefaults(26.0, "uniform"),
+PAPER_GATE_DB = 26.0
+ROUTE_DEFAULTS = {"stac": RouteDefaults(PAPER_GATE_DB, "uniform"), "jpeg": RouteDefaults(PAPER_GATE_DB, "uniform"),
                   "h264": RouteDefaults(38.0, "boundary")}
 
 

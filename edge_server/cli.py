@@ -9,9 +9,9 @@ import click
 import numpy as np
 
 from stac.codec import make_codec
-from stac.edge.repository import MODELS
+from stac.commands import cli_errors, tables_option
+from stac.contract import MODELS
 from stac.edge.server import ServerError, TritonServer
-from stac.tables import TableSet, TableSetError
 from stac.video import read_frames, sample_video
 
 
@@ -32,24 +32,21 @@ def main() -> None:
               "log settings to every client (restricted by default)")
 def serve(repo, address, http_port, grpc_port, metrics_port, timeout, admin_api) -> None:
     """Start tritonserver on REPO and keep it up until Ctrl-C or SIGTERM."""
-    try:
+    with cli_errors(ServerError):
         server = TritonServer(repo, address=address, http_port=http_port, grpc_port=grpc_port,
                               metrics_port=metrics_port, ready_timeout=timeout, admin_api=admin_api)
-    except ServerError as e:
-        raise click.ClickException(str(e)) from None
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     try:
-        server.start()
-        click.echo(f"ready: grpc://{server.grpc_url} http://{server.http_url} (log {server.log_path})", err=True)
-        while not stop and server.process.poll() is None:
-            time.sleep(0.2)
-        if server.process.poll() is not None:
-            raise ServerError(f"tritonserver exited with {server.process.returncode}:\n{server.log_tail()}")
+        with cli_errors(ServerError):
+            server.start()
+            click.echo(f"ready: grpc://{server.grpc_url} http://{server.http_url} (log {server.log_path})", err=True)
+            while not stop and server.process.poll() is None:
+                time.sleep(0.2)
+            if server.process.poll() is not None:
+                raise ServerError(f"tritonserver exited with {server.process.returncode}:\n{server.log_tail()}")
     except KeyboardInterrupt:
         pass
-    except ServerError as e:
-        raise click.ClickException(str(e)) from None
     finally:
         server.stop()
         click.echo("stopped", err=True)
@@ -57,15 +54,13 @@ def serve(repo, address, http_port, grpc_port, metrics_port, timeout, admin_api)
 
 @main.command()
 @click.argument("url")
-@click.option("--tables", "tables_path", type=click.Path(dir_okay=False), default="triton_models/tables.json",
-              show_default=True, help="the table set the edge holds (to code a real keyframe)")
+@tables_option("the table set the edge holds (to code a real keyframe)", default="triton_models/tables.json")
 @click.option("--wait", type=float, default=10.0, show_default=True)
-def check(url, tables_path, wait) -> None:
+def check(url, tables, wait) -> None:
     """Health, model list and one real keyframe (carphone, STAC-coded) through the stac ensemble."""
     from stac.edge.client import EdgeError, TritonEdge, check_table_set
 
-    try:
-        tables = TableSet.load(tables_path)
+    with cli_errors(EdgeError):
         edge = TritonEdge(url)
         edge.wait_ready(wait)
         check_table_set(edge, tables)
@@ -75,8 +70,6 @@ def check(url, tables_path, wait) -> None:
         started = time.perf_counter()
         answer = edge.segment(data, "stac", frame.shape[:2])
         ms = (time.perf_counter() - started) * 1e3
-    except (TableSetError, ValueError, EdgeError) as e:
-        raise click.ClickException(str(e)) from None
     click.echo(f"{url}: ready; models {', '.join(sorted(models))}; table set {tables.id.hex()}")
     click.echo(f"one keyframe ({len(data)} B, 176x144): {ms:.1f} ms, mask classes {np.unique(answer.mask).tolist()}, "
                f"next levels {answer.next_levels.shape}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from device_runtime.runtime import Runtime, RuntimeConfig
+from device_runtime.runtime import PAPER_GATE_DB, Runtime, RuntimeConfig
 from stac.codec import StacCodec, make_codec
 from stac.allocate import boundary_levels
 from stac.edge.client import EdgeAnswer, LocalEdge
@@ -58,9 +58,9 @@ class Context:
     """The edge, the calibrated table set, and the device's settings shared by every method."""
     edge: LocalEdge
     tables: TableSet
-    gate: float = 26.0  # dB
-    flow_width: int = 512
-    preset: str = "ultrafast"
+    gate: float = PAPER_GATE_DB  # dB
+    flow_width: int = RuntimeConfig.flow_width
+    preset: str = RuntimeConfig.preset
     levels: int | None = None  # ablations: another number of levels
     region_blocks: int | None = None  # ablations: another region size
     _sweep: dict = field(default_factory=dict)

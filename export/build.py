@@ -1,4 +1,5 @@
-"""Build what the edge serves: `python export/build.py [--model selfie] [--backend python] [--out triton_models]`.
+"""Build what the edge serves: `stac-export [--model selfie] [--backend python] [--out triton_models]` (the same as
+`python export/build.py ...` from a checkout).
 
 Exports the model's ONNX graphs (into OUT_onnx beside OUT: Triton would take a folder inside OUT for a
 model), checks them in onnxruntime against torch on a real frame,
@@ -7,20 +8,17 @@ calibrates when no --tables is given (stac-calibrate's defaults), and writes the
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
-
-from calibration.calibrate import DEFAULT_SIZE, calibrate_default  # noqa: E402
-from calibration.search import CalibrationError  # noqa: E402
-from stac.edge.repository import BACKENDS, EDGE_MAX_BYTES, EDGE_MAX_PIXELS, write_repository  # noqa: E402
-from stac.models import MODELS, WeightsError  # noqa: E402
-from stac.models.to_onnx import ExportError, export_model, validate  # noqa: E402
-from stac.tables import TableSet, TableSetError  # noqa: E402
-from stac.video import parse_size  # noqa: E402
+from calibration.calibrate import DEFAULT_SIZE, calibrate_default
+from calibration.search import CalibrationError
+from stac.commands import cli_errors, tables_option
+from stac.edge.repository import BACKENDS, EDGE_MAX_BYTES, EDGE_MAX_PIXELS, write_repository
+from stac.models import MODELS, WeightsError
+from stac.models.to_onnx import ExportError, export_model, validate
+from stac.video import parse_size
 
 
 @click.command()
@@ -29,8 +27,7 @@ from stac.video import parse_size  # noqa: E402
 @click.option("--backend", type=click.Choice(BACKENDS), default="python", show_default=True,
               help="python: onnxruntime inside python models (pip tritonserver); onnxruntime: native backend "
                    "with GPU instances (NGC container)")
-@click.option("--tables", "tables_path", type=click.Path(dir_okay=False),
-              help="tables.json to serve (default: calibrate now, stac-calibrate's defaults)")
+@tables_option("tables.json to serve (default: calibrate now, stac-calibrate's defaults)", builtin=False)
 @click.option("--size", default=f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}", show_default=True,
               help="calibration size WIDTHxHEIGHT: the size the system will run at")
 @click.option("--cpu", is_flag=True, help="with --backend onnxruntime: CPU instances instead of GPU")
@@ -43,9 +40,9 @@ from stac.video import parse_size  # noqa: E402
               help="largest request BITSTREAM the edge accepts")
 @click.option("--instances", type=int, default=1, show_default=True,
               help="instances of every stateless model: requests of several devices served side by side")
-def main(model_name, weights, backend, tables_path, size, cpu, onnx_only, out, max_pixels, max_bytes,
+def main(model_name, weights, backend, tables, size, cpu, onnx_only, out, max_pixels, max_bytes,
          instances) -> None:
-    try:
+    with cli_errors(WeightsError, ExportError, CalibrationError):
         onnx_dir = out if onnx_only else out.with_name(out.name + "_onnx")
         paths = export_model(model_name, onnx_dir, weights)
         for name, path in paths.items():
@@ -53,9 +50,8 @@ def main(model_name, weights, backend, tables_path, size, cpu, onnx_only, out, m
         if onnx_only:
             return
         click.echo(f"validating the graphs against torch: {validate(model_name, onnx_dir, weights)}")
-        if tables_path:
-            tables = TableSet.load(tables_path)
-        else:
+        given = tables is not None
+        if not given:
             click.echo("calibrating (stac-calibrate defaults) ...")
             result = calibrate_default(onnx_dir, parse_size(size))
             tables = result.tables
@@ -64,10 +60,8 @@ def main(model_name, weights, backend, tables_path, size, cpu, onnx_only, out, m
             click.echo(f"B = {tables.bound:.4g}, table set {tables.id.hex()} -> {out / 'tables.json'}")
         write_repository(out, onnx_dir, tables, backend, max_pixels, gpu=not cpu, max_bytes=max_bytes,
                          instances=instances)
-        if tables_path:
+        if given:
             tables.save(out / "tables.json")  # clients code keyframes with what the edge holds
-    except (WeightsError, ExportError, CalibrationError, TableSetError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
     click.echo(f"model repository ({backend} backend): {out}")
 
 

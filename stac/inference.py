@@ -16,12 +16,13 @@ import numpy as np
 
 from .codec.bitstream import StacFrame
 from .codec.transform import pad_to_multiple
+from .contract import BOUND, COEFFS, HEAD_GRAPH, IMAGE, LEVELS, MODEL_INFO, TABLES
 from .tables import TableSet
 
 
 def model_info(onnx_dir: str | Path) -> dict:
     """model.json, written beside the exported graphs: name, classes, native_size, size_multiple, ..."""
-    path = Path(onnx_dir) / "model.json"
+    path = Path(onnx_dir) / MODEL_INFO
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (export the model with export/build.py)")
     return json.loads(path.read_text())
@@ -29,7 +30,7 @@ def model_info(onnx_dir: str | Path) -> dict:
 
 def head_sha256(onnx_dir: str | Path) -> str:
     """Identity of the STAC head graph, as tables.json records it."""
-    return hashlib.sha256((Path(onnx_dir) / "stac_head.onnx").read_bytes()).hexdigest()
+    return hashlib.sha256((Path(onnx_dir) / HEAD_GRAPH).read_bytes()).hexdigest()
 
 
 def check_tables(tables: TableSet, onnx_dir: str | Path) -> None:
@@ -92,8 +93,8 @@ class HeadSession:
     def run(self, frame: StacFrame, tables: TableSet, bound: float | None = None) -> HeadResult:
         """``bound``: what NEXT_LEVELS is selected against (default: the table set's B)."""
         mask, next_levels, cost, grad, loss = self.session.run(None, {
-            "COEFFS": frame.coeffs, "LEVELS": frame.levels, "TABLES": tables.steps,
-            "BOUND": np.array([check_bound(tables.bound if bound is None else bound)], dtype=np.float32)})
+            COEFFS.name: frame.coeffs, LEVELS.name: frame.levels, TABLES.name: tables.steps,
+            BOUND.name: np.array([check_bound(tables.bound if bound is None else bound)], dtype=np.float32)})
         return HeadResult(mask[:frame.height, :frame.width], next_levels, cost, grad, float(loss[0]))
 
 
@@ -102,11 +103,11 @@ class SegmentSession:
                  profile: str | None = None):
         path = Path(path)
         self.session = session(path, threads, providers, profile)
-        has_info = (path.parent / "model.json").is_file()
+        has_info = (path.parent / MODEL_INFO).is_file()
         self.size_multiple = model_info(path.parent).get("size_multiple", 8) if has_info else 8
 
     def run(self, image: np.ndarray) -> np.ndarray:
         """RGB uint8 [H, W, 3] -> class ids uint8 [H, W]."""
         h, w = image.shape[:2]
         padded = np.ascontiguousarray(pad_to_multiple(image, self.size_multiple))
-        return self.session.run(None, {"IMAGE": padded})[0][:h, :w]
+        return self.session.run(None, {IMAGE.name: padded})[0][:h, :w]

@@ -14,8 +14,9 @@ from PIL import Image
 
 from bench.fuzz import bomb
 from stac.codec import make_codec
+from stac.contract import MODELS
 from stac.edge.client import EdgeError, LocalEdge, TritonEdge, check_table_set
-from stac.edge.repository import EDGE_MAX_BYTES, MODELS, write_repository
+from stac.edge.repository import EDGE_MAX_BYTES, write_repository
 from stac.edge.streams import Stream
 from stac.edge.server import ServerError, TritonServer
 from stac.tables import TableSet

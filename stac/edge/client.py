@@ -19,9 +19,11 @@ import numpy as np
 
 from ..codec.bitstream import read_stac
 from ..codec.jpeg import decode_jpeg
-from .streams import NEED_IDR, Stream, StreamDecoders
+from ..contract import (BITSTREAM, BOUND, HEAD_GRAPH, IMAGE, MASK, NEXT_LEVELS, POSITION, ROUTE_MODELS, SEGMENT_GRAPH,
+                        STREAM_DECODER, TABLE_SETS_MODEL, TABLE_SETS_PARAMETER, Tensor)
 from ..inference import HeadSession, SegmentSession
 from ..tables import TableSet
+from .streams import NEED_IDR, Stream, StreamDecoders
 
 
 class EdgeError(RuntimeError):
@@ -86,8 +88,8 @@ class LocalEdge(Edge):
     def __init__(self, onnx_dir: str | Path, tables: TableSet):
         onnx_dir = Path(onnx_dir)
         self.tables = tables
-        self.head = HeadSession(onnx_dir / "stac_head.onnx")
-        self.segment_session = SegmentSession(onnx_dir / "segment.onnx")
+        self.head = HeadSession(onnx_dir / HEAD_GRAPH)
+        self.segment_session = SegmentSession(onnx_dir / SEGMENT_GRAPH)
         self.streams = StreamDecoders()
 
     def with_tables(self, tables: TableSet) -> "LocalEdge":
@@ -125,11 +127,6 @@ def _stream(stream: Stream | None) -> Stream:
     return stream
 
 
-MODELS = {"stac": "stac", "jpeg": "jpeg_segment", "h264": "h264_segment"}
-TABLE_SETS_MODEL = "stac_decode"  # its config lists the table sets the edge holds
-STREAM_DECODER = "h264_decode"  # where END goes: an empty unit ends the stream, with nothing to segment
-
-
 class TritonEdge(Edge):
     """url: grpc://host:port or http://host:port."""
 
@@ -150,7 +147,7 @@ class TritonEdge(Edge):
         last = "no answer"
         while time.monotonic() < deadline:
             try:
-                if self.client.is_server_ready() and self.client.is_model_ready(MODELS["stac"]):
+                if self.client.is_server_ready() and self.client.is_model_ready(ROUTE_MODELS["stac"]):
                     return
                 last = "server up but the stac model is not ready"
             except Exception as e:  # connection refused, DNS, timeouts: all mean "not yet"
@@ -160,44 +157,44 @@ class TritonEdge(Edge):
 
     def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None,
                 stream: Stream | None = None) -> EdgeAnswer:
-        c = self.client_module
-        payload = c.InferInput("BITSTREAM", [1], "BYTES")
-        payload.set_data_from_numpy(np.array([data], dtype=object))
-        inputs = [payload]
+        inputs = [self._input(BITSTREAM, np.array([data], dtype=object))]
         if bound is not None and kind == "stac":
-            inputs.append(c.InferInput("BOUND", [1], "FP32"))
-            inputs[-1].set_data_from_numpy(np.array([bound], np.float32))
-        names = ["MASK", "NEXT_LEVELS"] if kind == "stac" else ["MASK"]
-        outputs = [c.InferRequestedOutput(n) for n in names]
+            inputs.append(self._input(BOUND, np.array([bound], np.float32)))
+        names = [MASK.name, NEXT_LEVELS.name] if kind == "stac" else [MASK.name]
+        outputs = [self.client_module.InferRequestedOutput(n) for n in names]
         extra = self._timeout()
         if kind == "h264":
             stream = _stream(stream)
-            inputs.append(c.InferInput("POSITION", [1], "INT64"))
-            inputs[-1].set_data_from_numpy(np.array([stream.position], np.int64))
+            inputs.append(self._input(POSITION, np.array([stream.position], np.int64)))
             extra.update(sequence_id=stream.id, sequence_start=stream.start)
-        result = self._infer(MODELS[kind], inputs, outputs, extra)
-        mask = result.as_numpy("MASK")  # checked by the runtime (check_answer), not converted: a wrong type is an error
-        levels = result.as_numpy("NEXT_LEVELS") if kind == "stac" else None
+        result = self._infer(ROUTE_MODELS[kind], inputs, outputs, extra)
+        mask = result.as_numpy(MASK.name)  # checked by the runtime (check_answer), not converted: a wrong type fails
+        levels = result.as_numpy(NEXT_LEVELS.name) if kind == "stac" else None
         return EdgeAnswer(mask[:size[0], :size[1]] if mask is not None and mask.ndim == 2 else mask, levels)
 
     def table_sets(self) -> list[str]:
         try:
             config = self.client.get_model_config(TABLE_SETS_MODEL) if self.scheme == "http" else \
                 self.client.get_model_config(TABLE_SETS_MODEL, as_json=True)["config"]
-            return config["parameters"]["table_sets"]["string_value"].split(",")
+            return config["parameters"][TABLE_SETS_PARAMETER]["string_value"].split(",")
         except (KeyError, TypeError) as e:
-            raise ValueError(f"{TABLE_SETS_MODEL}: its config names no table_sets (a repository from an older "
-                             f"export/build.py: rebuild it)") from e
+            raise ValueError(f"{TABLE_SETS_MODEL}: its config names no {TABLE_SETS_PARAMETER} (a repository from an "
+                             f"older export/build.py: rebuild it)") from e
         except Exception as e:  # tritonclient raises its own exception types per protocol
             raise EdgeError(f"{TABLE_SETS_MODEL}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
 
     def end(self, stream: Stream) -> None:
-        c = self.client_module
-        inputs = [c.InferInput("BITSTREAM", [1], "BYTES"), c.InferInput("POSITION", [1], "INT64")]
-        inputs[0].set_data_from_numpy(np.array([b""], dtype=object))
-        inputs[1].set_data_from_numpy(np.array([stream.position], np.int64))
-        self._infer(STREAM_DECODER, inputs, [c.InferRequestedOutput("IMAGE")],
+        inputs = [self._input(BITSTREAM, np.array([b""], dtype=object)),
+                  self._input(POSITION, np.array([stream.position], np.int64))]
+        self._infer(STREAM_DECODER, inputs, [self.client_module.InferRequestedOutput(IMAGE.name)],
                     {**self._timeout(), "sequence_id": stream.id, "sequence_end": True})
+
+    def _input(self, tensor: Tensor, value: np.ndarray):
+        """The request's ``tensor`` (tritonclient spells the STRING type BYTES)."""
+        wire = self.client_module.InferInput(tensor.name, list(value.shape), "BYTES" if tensor.dtype == "STRING"
+                                             else tensor.dtype)
+        wire.set_data_from_numpy(value)
+        return wire
 
     def _timeout(self) -> dict:
         """infer()'s per-request time limit, as each protocol's client spells it."""

@@ -16,6 +16,7 @@ import triton_python_backend_utils as pb_utils  # provided by the python backend
 from ..codec.bitstream import read_stac
 from ..codec.jpeg import decode_jpeg
 from ..codec.transform import pad_to_multiple
+from ..contract import BITSTREAM, BOUND, COEFFS, IMAGE, LEVELS, POSITION, TABLES
 from ..inference import check_bound, instance_threads, session
 from ..tables import TableSet
 from .streams import StreamDecoders
@@ -33,7 +34,7 @@ def _parameter(args, key: str) -> str:
 
 
 def _bitstream(request, max_bytes: int) -> bytes:
-    value = pb_utils.get_input_tensor_by_name(request, "BITSTREAM").as_numpy().reshape(-1)
+    value = pb_utils.get_input_tensor_by_name(request, BITSTREAM.name).as_numpy().reshape(-1)
     if value.size != 1:
         raise ValueError(f"BITSTREAM must hold exactly one element, got {value.size}")
     data = value[0]
@@ -65,7 +66,7 @@ def _serve(requests, handle):
 
 def _bound(request, default: float) -> float:
     """The request's optional BOUND (FP32 [1]), or ``default``."""
-    tensor = pb_utils.get_input_tensor_by_name(request, "BOUND")
+    tensor = pb_utils.get_input_tensor_by_name(request, BOUND.name)
     if tensor is None:
         return default
     value = tensor.as_numpy().reshape(-1)
@@ -86,8 +87,8 @@ class StacDecode:
 
     def _handle(self, request):
         frame = read_stac(_bitstream(request, self.max_bytes), self.tables, max_pixels=self.max_pixels)
-        return {"COEFFS": frame.coeffs, "LEVELS": frame.levels, "TABLES": frame.tables.steps,
-                "BOUND": np.array([_bound(request, frame.tables.bound)], np.float32)}
+        return {COEFFS.name: frame.coeffs, LEVELS.name: frame.levels, TABLES.name: frame.tables.steps,
+                BOUND.name: np.array([_bound(request, frame.tables.bound)], np.float32)}
 
     def execute(self, requests):
         return _serve(requests, self._handle)
@@ -105,7 +106,7 @@ class JpegDecode:
         h, w = image.shape[:2]
         if h * w > self.max_pixels:
             raise ValueError(f"image {w}x{h} is larger than this edge accepts ({self.max_pixels} pixels)")
-        return {"IMAGE": pad_to_multiple(image, self.multiple)}
+        return {IMAGE.name: pad_to_multiple(image, self.multiple)}
 
     def _handle(self, request):
         return self._image(decode_jpeg(_bitstream(request, self.max_bytes), self.max_pixels))
@@ -126,14 +127,14 @@ class H264Decode(JpegDecode):
 
     def _handle(self, request):
         stream = request.correlation_id()
-        position = pb_utils.get_input_tensor_by_name(request, "POSITION").as_numpy().reshape(-1)
+        position = pb_utils.get_input_tensor_by_name(request, POSITION.name).as_numpy().reshape(-1)
         if position.size != 1:
             raise ValueError(f"POSITION must hold exactly one element, got {position.size}")
         data = _bitstream(request, self.max_bytes)
         ending = request.flags() & pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END
         if ending and not data:  # the device closed its stream: nothing to decode, an empty IMAGE
             self.streams.end(stream)
-            return {"IMAGE": np.zeros((0, 0, 3), np.uint8)}
+            return {IMAGE.name: np.zeros((0, 0, 3), np.uint8)}
         outputs = self._image(self.streams.decode(stream, int(position[0]), data, self.max_pixels))
         if ending:
             self.streams.end(stream)

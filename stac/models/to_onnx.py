@@ -18,13 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from ..codec.transform import pad_to_multiple
+from ..contract import HEAD, HEAD_GRAPH, MODEL_INFO, SEGMENT, SEGMENT_GRAPH
 from ..tables import DEFAULT_REGION_BLOCKS, blocks_for, region_grid
 from .base import SegModel, build_model
 from .head import AutogradDecoded, Decoded, Segment, StacHead
 
 OPSET = 18
-HEAD_INPUTS = ["COEFFS", "LEVELS", "TABLES", "BOUND"]
-HEAD_OUTPUTS = ["MASK", "NEXT_LEVELS", "REGION_COST", "GRAD", "LOSS"]
 
 
 class ExportError(RuntimeError):
@@ -90,7 +89,7 @@ def _example_coeffs(height: int, width: int) -> torch.Tensor:
 
 def export_stac_head(model: SegModel, path: str | Path, *, region_blocks: int = DEFAULT_REGION_BLOCKS,
                      example_size: tuple[int, int] = (144, 256)) -> Path:
-    """Write the STAC head ONNX for ``model``; inputs HEAD_INPUTS, outputs HEAD_OUTPUTS, dynamic Hb/Wb."""
+    """Write the STAC head ONNX for ``model``; tensors contract.HEAD, dynamic Hb/Wb."""
     example = _example_coeffs(*example_size)
     head = StacHead(TracedGradient(Decoded(model), example), model, region_blocks).eval()
     rh, rw = region_grid(example.shape[1], example.shape[2], region_blocks)
@@ -99,7 +98,7 @@ def export_stac_head(model: SegModel, path: str | Path, *, region_blocks: int = 
     hb, wb = torch.export.Dim("hb", min=2, max=1024), torch.export.Dim("wb", min=2, max=1024)
     shapes = {"coeffs": {1: hb, 2: wb}, "levels": {0: torch.export.Dim.AUTO, 1: torch.export.Dim.AUTO},
               "tables": {0: torch.export.Dim("levels", min=1, max=256)}, "bound": None}
-    return _export(head, args, shapes, HEAD_INPUTS, HEAD_OUTPUTS, path)
+    return _export(head, args, shapes, HEAD.input_names, HEAD.output_names, path)
 
 
 def export_segment(model: SegModel, path: str | Path, example_size: tuple[int, int] = (144, 256)) -> Path:
@@ -109,7 +108,7 @@ def export_segment(model: SegModel, path: str | Path, example_size: tuple[int, i
     m = model.size_multiple
     dims = {0: torch.export.Dim("h", min=1, max=1024) * m, 1: torch.export.Dim("w", min=1, max=1024) * m} \
         if m > 1 else {0: torch.export.Dim("h", min=8, max=8192), 1: torch.export.Dim("w", min=8, max=8192)}
-    return _export(Segment(model), (image,), {"image": dims}, ["IMAGE"], ["MASK"], path)
+    return _export(Segment(model), (image,), {"image": dims}, SEGMENT.input_names, SEGMENT.output_names, path)
 
 
 def _export(module, args, dynamic_shapes, input_names, output_names, path) -> Path:
@@ -135,14 +134,14 @@ def _export(module, args, dynamic_shapes, input_names, output_names, path) -> Pa
 
 def export_model(model_name: str, out: str | Path, weights: str | Path | None = None,
                  region_blocks: int = DEFAULT_REGION_BLOCKS) -> dict[str, Path]:
-    """Both graphs of one model into ``out`` (stac_head.onnx, segment.onnx) plus model.json describing it."""
+    """Both graphs of one model into ``out`` (HEAD_GRAPH, SEGMENT_GRAPH) plus MODEL_INFO describing it."""
     model = build_model(model_name, weights)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"stac_head": export_stac_head(model, out / "stac_head.onnx", region_blocks=region_blocks),
-             "segment": export_segment(model, out / "segment.onnx")}
+    paths = {"stac_head": export_stac_head(model, out / HEAD_GRAPH, region_blocks=region_blocks),
+             "segment": export_segment(model, out / SEGMENT_GRAPH)}
     info = {**model.describe(), "weights": str(weights) if weights else None, "region_blocks": region_blocks}
-    (out / "model.json").write_text(json.dumps(info, indent=2) + "\n")
+    (out / MODEL_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return paths
 
 
@@ -164,7 +163,7 @@ def validate(model_name: str, onnx_dir: str | Path, weights: str | Path | None =
     levels = np.random.default_rng(0).integers(0, tables.levels, tables.regions(*frame.shape[:2]),
                                                dtype=np.uint8)
     coded = read_stac(make_codec("stac", tables).encode_levels(frame, levels), tables)
-    got = HeadSession(onnx_dir / "stac_head.onnx").run(coded, tables)
+    got = HeadSession(onnx_dir / HEAD_GRAPH).run(coded, tables)
     eager = StacHead(AutogradDecoded(Decoded(model)), model, tables.region_blocks)
     with torch.no_grad():
         mask, _, _, grad, _ = eager(torch.from_numpy(coded.coeffs), torch.from_numpy(coded.levels),
@@ -174,7 +173,7 @@ def validate(model_name: str, onnx_dir: str | Path, weights: str | Path | None =
     grad_err = float(np.linalg.norm(got.grad - grad.numpy()) / max(np.linalg.norm(grad.numpy()), 1e-30))
     with torch.no_grad():
         seg = Segment(model)(torch.from_numpy(pad_to_multiple(frame, model.size_multiple)))
-    seg_agree = float(np.mean(SegmentSession(onnx_dir / "segment.onnx").run(frame) == seg.numpy()[:h, :w]))
+    seg_agree = float(np.mean(SegmentSession(onnx_dir / SEGMENT_GRAPH).run(frame) == seg.numpy()[:h, :w]))
     # 1e-2: random ReLU networks (models built without weights) are that ill-conditioned in float32
     if head_agree < 0.999 or seg_agree < 0.999 or grad_err > 1e-2:
         raise ExportError(f"ONNX disagrees with torch on a real frame: head mask {head_agree:.4f}, segment mask "

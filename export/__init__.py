@@ -1,0 +1,1 @@
+"""`stac-export` (build.py): the model repository the edge serves."""
