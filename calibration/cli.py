@@ -1,13 +1,11 @@
 """stac-calibrate (also `python -m calibration`): write tables.json, a summary and a plot."""
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 import click
-import cv2
 
 from stac.commands import cli_errors
 from stac.tables import DEFAULT_LEVELS
@@ -15,7 +13,7 @@ from stac.video import parse_size
 
 from .calibrate import (DEFAULT_MIN_ACCURACY, DEFAULT_SIZE, DEFAULT_SOURCES, DEFAULT_SPAN, calibrate, load_frames,
                         load_labels)
-from .report import plot, summary
+from .report import FILES, write
 from .search import CalibrationError
 
 
@@ -60,14 +58,8 @@ def main(model_name, weights, onnx_dir, sources, frames_per_source, step, size, 
             export_model(model_name, onnx_dir, weights)
         result = calibrate(onnx_dir, frames, min_accuracy=min_accuracy, levels=levels, span=(finest, coarsest),
                            labels=label_masks, progress=lambda m: click.echo(m + " ...", err=True))
-    out.mkdir(parents=True, exist_ok=True)
-    result.tables.save(out / "tables.json")
-    text = summary(result, sources)
-    (out / "summary.md").write_text(text)
-    (out / "calibration.json").write_text(json.dumps(result.report(), indent=1))
-    cv2.imwrite(str(out / "accuracy_size.png"), plot(result))
-    click.echo(text)
-    click.echo(f"wrote {out / 'tables.json'}, summary.md, calibration.json, accuracy_size.png")
+    click.echo(write(result, sources, out))
+    click.echo(f"wrote {', '.join(str(out / name) for name in FILES)}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
-"""The human side of a calibration: a short Markdown summary and a PNG of accuracy and size vs level."""
+"""The human side of a calibration: a short Markdown summary and a PNG of accuracy and size vs level, written beside
+tables.json."""
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -8,6 +12,20 @@ from .calibrate import Calibration
 
 WIDTH, HEIGHT, MARGIN = 720, 420, 70
 BLUE, RED, GREY, BLACK = (200, 90, 20), (40, 40, 210), (200, 200, 200), (0, 0, 0)  # BGR
+
+
+FILES = ("tables.json", "summary.md", "calibration.json", "accuracy_size.png")
+
+
+def write(cal: Calibration, sources: list[str], out: Path) -> str:
+    """FILES into ``out``: the table set, the summary (returned), the numbers behind it and the plot."""
+    out.mkdir(parents=True, exist_ok=True)
+    cal.tables.save(out / "tables.json")
+    text = summary(cal, sources)
+    (out / "summary.md").write_text(text)
+    (out / "calibration.json").write_text(json.dumps(cal.report(), indent=1))
+    cv2.imwrite(str(out / "accuracy_size.png"), plot(cal))
+    return text
 
 
 def summary(cal: Calibration, sources: list[str]) -> str:

@@ -13,6 +13,7 @@ from stac.contract import SEGMENT_GRAPH
 from stac.edge.client import EdgeError, check_table_set, make_edge
 from stac.flow import PRESETS
 from stac.inference import SegmentSession, check_tables, model_info
+from stac.tables import TableSet
 
 from .run import run
 from .runtime import ROUTE_DEFAULTS, SELECTIONS, RuntimeConfig
@@ -29,8 +30,10 @@ def main() -> None:
 @click.option("--edge", "edge_spec", default="local", show_default=True,
               help="local (in-process onnxruntime) or grpc://HOST:PORT or http://HOST:PORT (Triton)")
 @click.option("--onnx-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="exported graphs (export/build.py --onnx-only): the local edge, and --reference model")
-@tables_option("tables.json from stac-calibrate (default: the built-in set)")
+              help="exported graphs (stac-export --onnx-only) for the local edge and --reference model (default: the "
+              "default model's, built once into the cache)")
+@tables_option("tables.json from stac-calibrate (default: the cache's with the default graphs, else the built-in "
+               "set)", builtin=False)
 @click.option("--psnr", type=float, help="keyframe when PSNR drops below (default: "
               f"{ROUTE_DEFAULTS['stac'].psnr:g} dB, {ROUTE_DEFAULTS['h264'].psnr:g} with --codec h264)")
 @click.option("--every", type=int, help="keyframe every N frames instead of the PSNR gate")
@@ -71,6 +74,14 @@ def run_command(source, edge_spec, onnx_dir, tables, psnr, every, target, codec,
                 report_path) -> None:
     """Segment every frame of SOURCE (video file, image folder, camera index or sample clip name)."""
     with cli_errors():
+        if onnx_dir is None and (edge_spec == "local" or reference == "model"):
+            from export.defaults import default_build  # torch is needed only to build them, once
+
+            onnx_dir = default_build(lambda message: click.echo(message + " ...", err=True))
+            if tables is None and edge_spec == "local":
+                tables = TableSet.load(onnx_dir / "tables.json")
+        if tables is None:
+            tables = TableSet.default()
         if onnx_dir is not None:
             check_tables(tables, onnx_dir)
         src = Source(source, max_frames, fps)
@@ -81,8 +92,6 @@ def run_command(source, edge_spec, onnx_dir, tables, psnr, every, target, codec,
         edge = make_edge(edge_spec, tables, onnx_dir, timeout)
         ref = None
         if reference == "model":
-            if onnx_dir is None:
-                raise click.ClickException("--reference model needs --onnx-dir")
             ref = SegmentSession(onnx_dir / SEGMENT_GRAPH)
         classes = len(model_info(onnx_dir)["classes"]) if onnx_dir else 256
         label_files = sorted(labels.glob("*.png")) if labels else None

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from stac.video import IMAGE_SUFFIXES, SAMPLES, resolve_source, video_fps
+from stac.video import SAMPLES, image_files, raw_frames, resolve_source, video_fps
 
 FOLDER_FPS = 17.0  # the paper's camera rate, for folders of images unless --fps says otherwise
 
@@ -29,9 +29,7 @@ class Source:
         self.path = resolve_source(spec)
         if self.path.is_dir():
             self.kind = "folder"
-            self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not self.files:
-                raise ValueError(f"image folder {self.path} holds no images")
+            self.files = image_files(self.path)
             self.fps = fps or FOLDER_FPS
         else:
             self.kind = "video"
@@ -56,26 +54,9 @@ class Source:
             return self.max_frames
         return min(known, self.max_frames) if self.max_frames is not None else known
 
-    def _raw(self) -> Iterator[np.ndarray | None]:
-        if self.kind == "folder":
-            for file in self.files:
-                yield cv2.imread(str(file), cv2.IMREAD_COLOR)  # None when unreadable
-            return
-        capture = cv2.VideoCapture(self.camera if self.kind == "camera" else str(self.path))
-        if not capture.isOpened():
-            raise ValueError(f"cannot open {self.kind} {self.spec}")
-        try:
-            while True:
-                ok, bgr = capture.read()
-                if not ok:
-                    return
-                yield bgr
-        finally:
-            capture.release()
-
     def frames(self) -> Iterator[np.ndarray | None]:
         size = None
-        for count, bgr in enumerate(self._raw()):
+        for count, bgr in enumerate(raw_frames(self.camera if self.kind == "camera" else self.path)):
             if self.max_frames is not None and count >= self.max_frames:
                 return
             if bgr is None or bgr.ndim != 3:

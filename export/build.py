@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from calibration.calibrate import DEFAULT_SIZE, calibrate_default
+from calibration.calibrate import DEFAULT_SIZE, DEFAULT_SOURCES, calibrate_default
+from calibration.report import write as write_calibration
 from calibration.search import CalibrationError
 from stac.commands import cli_errors, tables_option
 from stac.edge.repository import BACKENDS, EDGE_MAX_BYTES, EDGE_MAX_PIXELS, write_repository
@@ -55,9 +56,9 @@ def main(model_name, weights, backend, tables, size, cpu, onnx_only, out, max_pi
             click.echo("calibrating (stac-calibrate defaults) ...")
             result = calibrate_default(onnx_dir, parse_size(size))
             tables = result.tables
-            out.mkdir(parents=True, exist_ok=True)
-            result.tables.save(out / "tables.json")
-            click.echo(f"B = {tables.bound:.4g}, table set {tables.id.hex()} -> {out / 'tables.json'}")
+            write_calibration(result, list(DEFAULT_SOURCES), out)  # tables.json, and the summary beside it
+            click.echo(f"B = {tables.bound:.4g}, table set {tables.id.hex()} -> {out / 'tables.json'} "
+                       f"(summary.md, calibration.json, accuracy_size.png beside it)")
         write_repository(out, onnx_dir, tables, backend, max_pixels, gpu=not cpu, max_bytes=max_bytes,
                          instances=instances)
         if given:

@@ -94,16 +94,32 @@ def resolve_source(source: str | Path) -> Path:
     return path
 
 
-def _folder_frames(folder: Path) -> Iterator[np.ndarray]:
-    """Images in name order (Cityscapes leftImg8bit_sequence names sort in time order)."""
+def image_files(folder: Path) -> list[Path]:
+    """A folder's images in name order (Cityscapes leftImg8bit_sequence names sort in time order)."""
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"image folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    for file in files:
-        bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f"cannot read image {file}")
-        yield bgr
+    return files
+
+
+def raw_frames(source: Path | int) -> Iterator[np.ndarray | None]:
+    """BGR frames as stored, of an image folder (None for an image that cannot be read), a video file or a camera
+    index: the one reader under read_frames (strict, for tools) and the device's Source (lenient, live)."""
+    if isinstance(source, Path) and source.is_dir():
+        for file in image_files(source):
+            yield cv2.imread(str(file), cv2.IMREAD_COLOR)
+        return
+    cap = _open(source) if isinstance(source, Path) else cv2.VideoCapture(source)
+    if not cap.isOpened():
+        raise ValueError(f"cannot open camera {source}")
+    try:
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                return
+            yield bgr
+    finally:
+        cap.release()
 
 
 def _open(path: str | Path) -> cv2.VideoCapture:
@@ -123,30 +139,19 @@ def video_fps(path: str | Path) -> float:
     return fps if fps and fps > 0 else 30.0
 
 
-def _video_frames(path: Path) -> Iterator[np.ndarray]:
-    cap = _open(path)
-    try:
-        while True:
-            ok, bgr = cap.read()
-            if not ok:
-                return
-            yield bgr
-    finally:
-        cap.release()
-
-
 def read_frames(path: str | Path, max_frames: int | None = None, size: tuple[int, int] | None = None,
                 step: int = 1) -> Iterator[np.ndarray]:
     """RGB uint8 frames [H, W, 3] of a video file or an image folder: every `step`-th frame, at most
     `max_frames` of them; `size` = (width, height) resizes them (bicubic)."""
     path = Path(path)
-    source = _folder_frames(path) if path.is_dir() else _video_frames(path)
     count = 0
-    for i, bgr in enumerate(source):
+    for i, bgr in enumerate(raw_frames(path)):
         if max_frames is not None and count >= max_frames:
             break
         if i % step:
             continue
+        if bgr is None:
+            raise ValueError(f"cannot read image {i} of {path}")
         if size is not None and (bgr.shape[1], bgr.shape[0]) != tuple(size):
             bgr = cv2.resize(bgr, tuple(size), interpolation=cv2.INTER_CUBIC)
         count += 1

@@ -204,6 +204,9 @@ def test_export_cli(tmp_path):
                                    "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 1 and "none.pth does not exist" in bad.stderr
     assert "Traceback" not in bad.stderr
+    console = subprocess.run([str(Path(sys.executable).parent / "stac-export"), "--help"], capture_output=True,
+                             text=True, timeout=120)  # the same command, installed as a console script
+    assert console.returncode == 0 and "--onnx-only" in console.stdout
 
 
 def test_bench_head_prints_the_ratio(exported):

@@ -341,10 +341,25 @@ def test_cli_errors(exported, tmp_path):
                                    ("--labels", str(tmp_path / "nowhere"), "does not exist")):
         bad = runner.invoke(runtime_main, ["run", "carphone", "--onnx-dir", folder, option, value])
         assert bad.exit_code != 0 and message in bad.output and "Traceback" not in bad.output, (option, bad.output)
-    no_local = runner.invoke(runtime_main, ["run", "carphone"])
-    assert no_local.exit_code == 1 and "--edge local needs --onnx-dir" in no_local.output
     down = runner.invoke(runtime_main, ["run", "carphone", "--edge", "grpc://127.0.0.1:9", "--wait-edge", "1"])
     assert down.exit_code == 1 and "not ready after 1 s" in down.output and "--offline-ok" in down.output
+
+
+def test_no_flags_builds_the_default_graphs_and_tables_once(tmp_path, monkeypatch):
+    import export.defaults
+
+    monkeypatch.setattr(export.defaults, "cache_dir", lambda: tmp_path)  # weights and clips stay in the real cache
+    first = CliRunner().invoke(runtime_main, ["run", "carphone", "--max-frames", "4", "--sync",
+                                              "--report", str(tmp_path / "r.json")])
+    assert first.exit_code == 0, first.output
+    assert "building the selfie model's graphs and tables once" in first.output
+    built = next(tmp_path.glob("build-selfie-*"))
+    assert {"stac_head.onnx", "segment.onnx", "model.json", "tables.json", "summary.md"} <= {p.name for p in
+                                                                                          built.iterdir()}
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["answers"] >= 1 and report["tables_id"] == TableSet.load(built / "tables.json").id.hex()
+    again = CliRunner().invoke(runtime_main, ["run", "carphone", "--max-frames", "2", "--reference", "model"])
+    assert again.exit_code == 0 and "building" not in again.output and "miou_vs_raw" in again.output
 
 
 def test_unreachable_edge_with_offline_ok(tmp_path):

@@ -223,6 +223,6 @@ def make_edge(spec: str, tables: TableSet, onnx_dir: str | Path | None = None, t
     """``local`` (needs onnx_dir) or a grpc:// / http:// URL."""
     if spec == "local":
         if onnx_dir is None:
-            raise ValueError("--edge local needs --onnx-dir (graphs from `export/build.py --onnx-only`)")
+            raise ValueError("--edge local needs --onnx-dir (graphs from `stac-export --onnx-only`)")
         return LocalEdge(onnx_dir, tables)
     return TritonEdge(spec, timeout)
