@@ -6,16 +6,15 @@ import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-
-import cv2
-import numpy as np
-
 from pathlib import Path
+
+import numpy as np
 
 from stac.codec import make_codec
 from stac.codec.bitstream import read_stac
 from stac.inference import HeadSession, SegmentSession
 from stac.tables import TableSet
+from stac.video import resize
 
 
 @dataclass
@@ -47,7 +46,7 @@ def time_head(head: HeadSession, segment: SegmentSession, frame: np.ndarray, siz
               tables: TableSet, runs: int) -> HeadTiming:
     """frame RGB uint8 resized to size (H, W), STAC-coded at the middle level, then both graphs timed."""
     h, w = size
-    image = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+    image = resize(frame, (w, h))
     codec = make_codec("stac", tables)
     data = codec.encode(image)
     decoded, pixels = read_stac(data, tables), codec.decode(data)

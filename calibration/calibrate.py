@@ -25,7 +25,7 @@ from stac.contract import HEAD_GRAPH, SEGMENT_GRAPH
 from stac.inference import HeadSession, SegmentSession, head_sha256, model_info
 from stac.metrics import confusion_matrix, miou
 from stac.tables import BLOCK, DEFAULT_LEVELS, TableSet, blocks_for
-from stac.video import read_frames, resolve_source
+from stac.video import read_frames, resize, resolve_source
 
 from .search import CalibrationError, SearchStep, search_bound
 
@@ -43,7 +43,7 @@ PLATEAU_MARGIN = 0.005
 
 
 def fit(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Centre-crop to the aspect ratio of size (width, height), then resize (area filter)."""
+    """Centre-crop to the aspect ratio of size (width, height), then resize."""
     w, h = size
     fh, fw = frame.shape[:2]
     if fw * h > fh * w:  # too wide
@@ -52,7 +52,7 @@ def fit(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     elif fw * h < fh * w:
         ch = fw * h // w
         frame = frame[(fh - ch) // 2:(fh - ch) // 2 + ch]
-    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+    return resize(frame, (w, h))
 
 
 def load_frames(sources: Sequence[str], size: tuple[int, int], per_source: int, step: int) -> list[np.ndarray]:

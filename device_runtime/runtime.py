@@ -38,7 +38,7 @@ from stac.gate import AccuracyGate, agreement
 from stac.inference import check_bound
 from stac.rate import RateController, step_crf
 from stac.tables import BLOCK, TableSet
-from stac.video import psnr
+from stac.video import psnr, resize
 
 
 # How a STAC keyframe's level map is chosen: one level everywhere (the gradient-shaped tables alone); the
@@ -296,8 +296,7 @@ class Runtime:
             self.stats.bad_frames += 1
             return FrameResult(index, self.last_mask, False, False, 0, float("nan"), self.answered is not None,
                                None)
-        small = cv2.resize(frame, self.proc_size, interpolation=cv2.INTER_AREA) \
-            if self.proc_size != (self.width, self.height) else frame
+        small = resize(frame, self.proc_size)
         grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         tracked = self.pending + ([self.answered] if self.answered else [])
         if self.prev_grey is not None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from stac.video import SAMPLES, image_files, raw_frames, resolve_source, video_fps
+from stac.video import SAMPLES, image_files, raw_frames, resize, resolve_source, video_fps
 
 FOLDER_FPS = 17.0  # the paper's camera rate, for folders of images unless --fps says otherwise
 
@@ -64,8 +64,8 @@ class Source:
                 continue
             if size is None:
                 size = (bgr.shape[1], bgr.shape[0])
-            elif (bgr.shape[1], bgr.shape[0]) != size:
-                bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+            else:
+                bgr = resize(bgr, size)
             yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

@@ -23,7 +23,7 @@ from stac.edge.client import EdgeAnswer, LocalEdge
 from stac.flow import Flow, compose, identity_map, processing_size, warp
 from stac.select import next_levels
 from stac.tables import TableSet, region_grid
-from stac.video import psnr
+from stac.video import psnr, resize
 
 from .clips import Source
 from .methods import Context, Gated, Setting, StacClosedLoop
@@ -121,7 +121,7 @@ def propagation_ablation(ctx: Context, scorer: Scorer, sources: Sequence[Source]
             h, w = clip.frames[0].shape[:2]
             size = processing_size(w, h, ctx.flow_width)
             grid = identity_map(size[1], size[0])
-            small = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in clip.frames]
+            small = [resize(f, size) for f in clip.frames]
             grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in small]
             starts = range(0, max(1, n - 1), max(1, (n - 1) // PROPAGATION_STARTS))[:PROPAGATION_STARTS]
             for k in starts:

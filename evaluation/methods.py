@@ -21,6 +21,7 @@ from stac.allocate import boundary_levels
 from stac.edge.client import EdgeAnswer, LocalEdge
 from stac.flow import Flow, compose, identity_map, processing_size, warp, warp_levels
 from stac.tables import BLOCK, TableSet
+from stac.video import resize
 
 from .clips import Clip
 
@@ -220,7 +221,7 @@ def flow_map(previous: np.ndarray, frame: np.ndarray, ctx: Context) -> np.ndarra
     computes it."""
     h, w = frame.shape[:2]
     size = processing_size(w, h, ctx.flow_width)
-    grey = [cv2.cvtColor(cv2.resize(f, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    grey = [cv2.cvtColor(resize(f, size), cv2.COLOR_RGB2GRAY)
             for f in (frame, previous)]
     grid = identity_map(size[1], size[0])
     return compose(grid, Flow(ctx.preset)(*grey), grid)

@@ -142,7 +142,7 @@ def video_fps(path: str | Path) -> float:
 def read_frames(path: str | Path, max_frames: int | None = None, size: tuple[int, int] | None = None,
                 step: int = 1) -> Iterator[np.ndarray]:
     """RGB uint8 frames [H, W, 3] of a video file or an image folder: every `step`-th frame, at most
-    `max_frames` of them; `size` = (width, height) resizes them (bicubic)."""
+    `max_frames` of them; `size` = (width, height) resizes them (``resize``)."""
     path = Path(path)
     count = 0
     for i, bgr in enumerate(raw_frames(path)):
@@ -152,12 +152,22 @@ def read_frames(path: str | Path, max_frames: int | None = None, size: tuple[int
             continue
         if bgr is None:
             raise ValueError(f"cannot read image {i} of {path}")
-        if size is not None and (bgr.shape[1], bgr.shape[0]) != tuple(size):
-            bgr = cv2.resize(bgr, tuple(size), interpolation=cv2.INTER_CUBIC)
+        if size is not None:
+            bgr = resize(bgr, size)
         count += 1
         yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     if count == 0:
         raise ValueError(f"{path} has no readable frames")
+
+
+def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The one resize policy for frames: ``image`` [H, W, ...] to ``size`` (width, height), averaging areas when
+    shrinking (no aliasing) and bicubic when enlarging; the image itself when it has that size already."""
+    h, w = image.shape[:2]
+    if (w, h) == tuple(size):
+        return image
+    shrinking = size[0] <= w and size[1] <= h
+    return cv2.resize(image, tuple(size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -71,3 +71,13 @@ def test_rejects_bad_input(bikes_frames):
         dct_quantize(frame, levels[:-1], np.ones((1, 3, 64), np.float32))
     with pytest.raises(ValueError, match="out of range"):
         dct_quantize(frame, levels + 1, np.ones((1, 3, 64), np.float32))
+
+
+def test_one_resize_policy_for_frames():
+    from stac.video import resize
+
+    image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    assert resize(image, (60, 40)) is image
+    np.testing.assert_array_equal(resize(image, (30, 20)), cv2.resize(image, (30, 20), interpolation=cv2.INTER_AREA))
+    np.testing.assert_array_equal(resize(image, (120, 80)), cv2.resize(image, (120, 80),
+                                                                        interpolation=cv2.INTER_CUBIC))
