@@ -107,14 +107,13 @@ def head(model_name, onnx_dir, sizes, runs, threads, provider, tables, profile) 
             export_model(model_name, folder)
         info = model_info(folder)
         frame = next(iter(read_frames(sample_video("bikes"), 1)))
-        native_h, native_w = info["native_size"]
-        wanted = [_size(s) for s in sizes] or [(2048, 1024), (native_w, native_h)]
+        wanted = [_size(s) for s in sizes] or [(1024, 2048), tuple(info["native_size"])]
         timings = []
-        for w, h in wanted:  # profiling sessions per size: a profile covers a session's whole life
+        for size in wanted:  # profiling sessions per size: a profile covers a session's whole life
             traces = (str(Path(tmp) / "head"), str(Path(tmp) / "segment")) if profile else (None, None)
             head_session = HeadSession(folder / HEAD_GRAPH, threads, providers, traces[0])
             segment_session = SegmentSession(folder / SEGMENT_GRAPH, threads, providers, traces[1])
-            timings.append(time_head(head_session, segment_session, frame, (h, w), tables, runs))
+            timings.append(time_head(head_session, segment_session, frame, size, tables, runs))
     click.echo(f"model {info['name']}, {provider}, threads {threads or 'default'}, median of {runs}")
     click.echo(format_timings(timings))
 

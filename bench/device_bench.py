@@ -142,7 +142,7 @@ def device_loop(frames: list[np.ndarray], edge: Edge, tables: TableSet, config: 
     what = f"{config.codec} {runtime.config.selection}"
     score = None if reference is None else \
         miou(sum(confusion_matrix(m, r, 256) for m, r in zip(masks, reference)))
-    return DeviceTiming(f"loop, {what}, flow at {runtime.proc_size[0]}x{runtime.proc_size[1]}",
+    return DeviceTiming(f"loop, {what}, flow at {runtime.proc_size[1]}x{runtime.proc_size[0]}",
                         len(frames) / seconds, runtime.stats.keyframes, runtime.stats.offloaded, score)
 
 

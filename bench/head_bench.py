@@ -45,8 +45,7 @@ def _median_ms(fn, runs: int) -> float:
 def time_head(head: HeadSession, segment: SegmentSession, frame: np.ndarray, size: tuple[int, int],
               tables: TableSet, runs: int) -> HeadTiming:
     """frame RGB uint8 resized to size (H, W), STAC-coded at the middle level, then both graphs timed."""
-    h, w = size
-    image = resize(frame, (w, h))
+    image = resize(frame, size)
     codec = make_codec("stac", tables)
     data = codec.encode(image)
     decoded, pixels = read_stac(data, tables), codec.decode(data)

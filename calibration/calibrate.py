@@ -32,7 +32,7 @@ from .search import CalibrationError, SearchStep, search_bound
 MIN_FRAMES = 4
 # Calibration clips are never evaluation clips (stac-bench eval's defaults are carphone, megamind, vtest).
 DEFAULT_SOURCES = ("bikes", "bigbuckbunny")
-DEFAULT_SIZE = (176, 144)  # (width, height)
+DEFAULT_SIZE = (144, 176)  # (h, w)
 DEFAULT_MIN_ACCURACY = 0.98
 # The levels span the accuracy range users ask for: the finest keeps 0.995 of raw accuracy, the coarsest
 # 0.90. Where even all-ones tables stay below the finest target (the model's masks move on their own: the
@@ -43,8 +43,8 @@ PLATEAU_MARGIN = 0.005
 
 
 def fit(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Centre-crop to the aspect ratio of size (width, height), then resize."""
-    w, h = size
+    """Centre-crop to the aspect ratio of size (h, w), then resize."""
+    h, w = size
     fh, fw = frame.shape[:2]
     if fw * h > fh * w:  # too wide
         cw = fh * w // h
@@ -52,7 +52,7 @@ def fit(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     elif fw * h < fh * w:
         ch = fw * h // w
         frame = frame[(fh - ch) // 2:(fh - ch) // 2 + ch]
-    return resize(frame, (w, h))
+    return resize(frame, size)
 
 
 def load_frames(sources: Sequence[str], size: tuple[int, int], per_source: int, step: int) -> list[np.ndarray]:
@@ -76,8 +76,8 @@ def load_labels(folder: str | Path, count: int, size: tuple[int, int]) -> list[n
         label = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
         if label is None or label.ndim != 2:
             raise CalibrationError(f"{file} is not a single-channel class-id PNG")
-        if (label.shape[1], label.shape[0]) != tuple(size):
-            raise CalibrationError(f"{file} is {label.shape[1]}x{label.shape[0]}, the frames {size[0]}x{size[1]}")
+        if label.shape != tuple(size):
+            raise CalibrationError(f"{file} is {label.shape[1]}x{label.shape[0]}, the frames {size[1]}x{size[0]}")
         labels.append(label)
     return labels
 

@@ -27,7 +27,7 @@ from .search import CalibrationError
               f"repeatable (default: {', '.join(DEFAULT_SOURCES)})")
 @click.option("--frames-per-source", type=int, default=25, show_default=True)
 @click.option("--step", type=int, default=5, show_default=True, help="take every STEP-th frame")
-@click.option("--size", default=f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}", show_default=True,
+@click.option("--size", default=f"{DEFAULT_SIZE[1]}x{DEFAULT_SIZE[0]}", show_default=True,
               help="WIDTHxHEIGHT the frames are fitted to (the resolution the system will run at)")
 # 0.98: on the default clips the selfie model's masks already move by ~1.3% mIoU with every step at 1
 @click.option("--min-accuracy", type=float, default=DEFAULT_MIN_ACCURACY, show_default=True,
@@ -43,13 +43,13 @@ def main(model_name, weights, onnx_dir, sources, frames_per_source, step, size, 
     """Average gradients -> the largest bound B meeting --min-accuracy -> L table levels (tables.json)."""
     sources = list(sources or DEFAULT_SOURCES)
     with tempfile.TemporaryDirectory() as tmp, cli_errors(CalibrationError):
-        wh = parse_size(size)
+        hw = parse_size(size)
         try:
             finest, coarsest = (float(v) for v in span.split(","))
         except ValueError:
             raise CalibrationError(f"--span takes two accuracies FINEST,COARSEST, got {span!r}") from None
-        frames = load_frames(sources, wh, frames_per_source, step)
-        label_masks = load_labels(labels, len(frames), wh) if labels else None
+        frames = load_frames(sources, hw, frames_per_source, step)
+        label_masks = load_labels(labels, len(frames), hw) if labels else None
         if onnx_dir is None:
             from stac.models.to_onnx import export_model  # torch only when exporting here
 

@@ -66,7 +66,7 @@ def run(source: Source, edge: Edge, tables: TableSet, config: RuntimeConfig, *, 
     report = {**stats.summary(), "source": source.spec, "width": size[1], "height": size[0], "fps": source.fps,
               "codec": config.codec, "selection": runtime.config.selection, "psnr_threshold": runtime.config.psnr,
               "every": config.every, "gate_db": runtime.gate_db, "bound": config.bound, "sync": config.sync,
-              "flow_width": runtime.proc_size[0], "tables_id": tables.id.hex(),
+              "flow_width": runtime.proc_size[1], "tables_id": tables.id.hex(),
               "offloaded_fps": stats.offloaded / seconds, "uplink_kbps": stats.uplink_bytes * 8 / 1e3 / seconds,
               "device_fps": stats.frames / busy if busy else None}
     if config.kbps is not None:

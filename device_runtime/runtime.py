@@ -154,8 +154,8 @@ class Runtime:
                 raise ValueError(f"{name} must be positive, got {value:g}")
         if config.retry_after < 0 or config.max_in_flight < 1:
             raise ValueError("retry_after must be >= 0 and max_in_flight >= 1")
-        self.proc_size = processing_size(self.width, self.height, config.flow_width)  # (w, h)
-        self.grid = identity_map(self.proc_size[1], self.proc_size[0])
+        self.proc_size = processing_size(self.height, self.width, config.flow_width)  # (h, w)
+        self.grid = identity_map(*self.proc_size)
         self.flow = Flow(config.preset)
         self.codec = make_codec(config.codec, tables)
         self.kind = self.codec.route
@@ -237,7 +237,7 @@ class Runtime:
             self.stats.superseded += 1  # a newer keyframe's answer came first
             return
         key.full_mask = answer.mask if key.index == self.index - 1 else None  # answered within its frame
-        key.mask = cv2.resize(answer.mask, self.proc_size, interpolation=cv2.INTER_NEAREST)
+        key.mask = cv2.resize(answer.mask, self.proc_size[::-1], interpolation=cv2.INTER_NEAREST)
         key.next_levels = answer.next_levels
         if self.answered is not None:  # how well the device carried the previous answer to this keyframe
             measured = agreement(warp(self.answered.mask, self.answered.map, nearest=True),

@@ -63,7 +63,7 @@ class Source:
                 yield None
                 continue
             if size is None:
-                size = (bgr.shape[1], bgr.shape[0])
+                size = bgr.shape[:2]
             else:
                 bgr = resize(bgr, size)
             yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -119,13 +119,13 @@ def propagation_ablation(ctx: Context, scorer: Scorer, sources: Sequence[Source]
         for clip in source.clips:
             n = len(clip.frames)
             h, w = clip.frames[0].shape[:2]
-            size = processing_size(w, h, ctx.flow_width)
-            grid = identity_map(size[1], size[0])
+            size = processing_size(h, w, ctx.flow_width)
+            grid = identity_map(*size)
             small = [resize(f, size) for f in clip.frames]
             grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in small]
             starts = range(0, max(1, n - 1), max(1, (n - 1) // PROPAGATION_STARTS))[:PROPAGATION_STARTS]
             for k in starts:
-                mask = cv2.resize(scorer.raw_mask(clip, k), size, interpolation=cv2.INTER_NEAREST)
+                mask = cv2.resize(scorer.raw_mask(clip, k), size[::-1], interpolation=cv2.INTER_NEAREST)
                 to_key = grid.copy()
                 for t in range(k + 1, min(n, k + 1 + PROPAGATION_SPAN)):
                     to_key = compose(to_key, flow(grey[t], grey[t - 1]), grid)

@@ -198,7 +198,8 @@ class StacBoundary(Stac):
             return codec.uniform_levels(*frame.shape[:2])
         prev_index, answer = previous
         h, w = frame.shape[:2]
-        carried = warp(cv2.resize(answer.mask, processing_size(w, h, ctx.flow_width), interpolation=cv2.INTER_NEAREST),
+        carried = warp(cv2.resize(answer.mask, processing_size(h, w, ctx.flow_width)[::-1],
+                                  interpolation=cv2.INTER_NEAREST),
                        flow_map(clip.frames[prev_index], frame, ctx), nearest=True)
         return boundary_levels(frame, cv2.resize(carried, (w, h), interpolation=cv2.INTER_NEAREST), codec.tables,
                                codec.level)
@@ -220,10 +221,9 @@ def flow_map(previous: np.ndarray, frame: np.ndarray, ctx: Context) -> np.ndarra
     """``frame``'s pixels -> their positions in ``previous`` at the processing size, by DIS flow as the runtime
     computes it."""
     h, w = frame.shape[:2]
-    size = processing_size(w, h, ctx.flow_width)
-    grey = [cv2.cvtColor(resize(f, size), cv2.COLOR_RGB2GRAY)
-            for f in (frame, previous)]
-    grid = identity_map(size[1], size[0])
+    size = processing_size(h, w, ctx.flow_width)
+    grey = [cv2.cvtColor(resize(f, size), cv2.COLOR_RGB2GRAY) for f in (frame, previous)]
+    grid = identity_map(*size)
     return compose(grid, Flow(ctx.preset)(*grey), grid)
 
 

@@ -29,7 +29,7 @@ from stac.video import parse_size
               help="python: onnxruntime inside python models (pip tritonserver); onnxruntime: native backend "
                    "with GPU instances (NGC container)")
 @tables_option("tables.json to serve (default: calibrate now, stac-calibrate's defaults)", builtin=False)
-@click.option("--size", default=f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}", show_default=True,
+@click.option("--size", default=f"{DEFAULT_SIZE[1]}x{DEFAULT_SIZE[0]}", show_default=True,
               help="calibration size WIDTHxHEIGHT: the size the system will run at")
 @click.option("--cpu", is_flag=True, help="with --backend onnxruntime: CPU instances instead of GPU")
 @click.option("--onnx-only", is_flag=True, help="write the ONNX graphs only (no calibration, no repository)")

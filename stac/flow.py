@@ -18,13 +18,13 @@ PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPT
 MIN_SIZE = 16  # px: DIS refuses images whose sides are both below 12
 
 
-def processing_size(width: int, height: int, flow_width: int) -> tuple[int, int]:
-    """(w, h) flow and propagation run at: the frame scaled down to ``flow_width`` (never up), at least
+def processing_size(height: int, width: int, flow_width: int) -> tuple[int, int]:
+    """(h, w) flow and propagation run at: the frame scaled down to ``flow_width`` (never up), at least
     MIN_SIZE x MIN_SIZE."""
     if flow_width < MIN_SIZE:
         raise ValueError(f"--flow-width must be at least {MIN_SIZE} px, got {flow_width}")
     scale = min(1.0, flow_width / width)
-    return max(MIN_SIZE, round(width * scale)), max(MIN_SIZE, round(height * scale))
+    return max(MIN_SIZE, round(height * scale)), max(MIN_SIZE, round(width * scale))
 
 
 class Flow:

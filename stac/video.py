@@ -74,14 +74,14 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tif
 
 
 def parse_size(value: str) -> tuple[int, int]:
-    """"WIDTHxHEIGHT" -> (width, height)."""
+    """"WIDTHxHEIGHT", as people write sizes -> (height, width), as the code holds every size (numpy's order)."""
     try:
         w, h = (int(v) for v in value.lower().split("x"))
     except ValueError:
         raise ValueError(f"expected WIDTHxHEIGHT, got {value!r}") from None
     if w <= 0 or h <= 0:
         raise ValueError(f"size must be positive, got {value!r}")
-    return w, h
+    return h, w
 
 
 def resolve_source(source: str | Path) -> Path:
@@ -142,7 +142,7 @@ def video_fps(path: str | Path) -> float:
 def read_frames(path: str | Path, max_frames: int | None = None, size: tuple[int, int] | None = None,
                 step: int = 1) -> Iterator[np.ndarray]:
     """RGB uint8 frames [H, W, 3] of a video file or an image folder: every `step`-th frame, at most
-    `max_frames` of them; `size` = (width, height) resizes them (``resize``)."""
+    `max_frames` of them; `size` (h, w) resizes them (``resize``)."""
     path = Path(path)
     count = 0
     for i, bgr in enumerate(raw_frames(path)):
@@ -161,13 +161,12 @@ def read_frames(path: str | Path, max_frames: int | None = None, size: tuple[int
 
 
 def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The one resize policy for frames: ``image`` [H, W, ...] to ``size`` (width, height), averaging areas when
-    shrinking (no aliasing) and bicubic when enlarging; the image itself when it has that size already."""
-    h, w = image.shape[:2]
-    if (w, h) == tuple(size):
+    """The one resize policy for frames: ``image`` [H, W, ...] to ``size`` (h, w), averaging areas when shrinking
+    (no aliasing) and bicubic when enlarging; the image itself when it has that size already."""
+    if image.shape[:2] == tuple(size):
         return image
-    shrinking = size[0] <= w and size[1] <= h
-    return cv2.resize(image, tuple(size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+    shrinking = size[0] <= image.shape[0] and size[1] <= image.shape[1]
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

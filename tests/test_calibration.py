@@ -49,7 +49,7 @@ def test_miou():
 
 
 def test_fit_crops_to_the_aspect_then_resizes(bikes_frames):
-    out = fit(bikes_frames[0], (176, 144))
+    out = fit(bikes_frames[0], (144, 176))
     assert out.shape == (144, 176, 3)
     centre = bikes_frames[0][:, 320 - 166:320 + 166]
     assert np.abs(out.astype(int) - cv2.resize(centre, (176, 144), interpolation=cv2.INTER_AREA)).max() <= 1
@@ -57,7 +57,7 @@ def test_fit_crops_to_the_aspect_then_resizes(bikes_frames):
 
 @pytest.fixture(scope="module")
 def tiny_calibration(exported):
-    frames = load_frames(["bikes", "bigbuckbunny"], (96, 64), per_source=3, step=20)
+    frames = load_frames(["bikes", "bigbuckbunny"], (64, 96), per_source=3, step=20)
     return calibrate(exported("tiny"), frames, min_accuracy=0.95, levels=8)
 
 
@@ -90,7 +90,7 @@ def test_calibration_tables_are_monotone_and_span_the_range(tiny_calibration):
 def test_a_requirement_above_what_every_step_1_reaches_aims_just_below_that_ceiling(exported):
     """The model's masks move under the decoder's rounding alone: asking 1.0 of raw accuracy cannot be met, so
     calibration aims PLATEAU_MARGIN below what all-ones tables reach (and records it) instead of failing."""
-    frames = load_frames(["bikes", "bigbuckbunny"], (96, 64), per_source=3, step=20)
+    frames = load_frames(["bikes", "bigbuckbunny"], (64, 96), per_source=3, step=20)
     result = calibrate(exported("tiny"), frames, min_accuracy=1.0, span=(1.0, 0.9), levels=4)
     aimed = result.tables.model["calibration"]["min_accuracy"]
     assert aimed == result.info["min_accuracy"] < 1.0
@@ -142,7 +142,7 @@ def test_calibration_errors(exported, tmp_path):
     assert odd.exit_code == 1 and "multiples of 4, got 98x66" in odd.output
     labels = runner.invoke(calibrate_main, onnx + ["--frames-per-source", "4", "--labels", str(empty)])
     assert labels.exit_code == 1 and "holds 0 label PNGs for 8 calibration frames" in labels.output
-    frames = load_frames(["carphone"], (96, 64), 4, 1)
+    frames = load_frames(["carphone"], (64, 96), 4, 1)
     with pytest.raises(CalibrationError, match="share one size"):
         calibrate(exported("tiny"), frames[:2] + [cv2.resize(frames[2], (64, 48))])
 
@@ -152,7 +152,7 @@ def test_labels_make_accuracy_relative_to_the_raw_frames(exported, tmp_path):
     from stac.inference import SegmentSession
 
     folder = exported("tiny")
-    frames = load_frames(["carphone"], (96, 64), 4, 10)
+    frames = load_frames(["carphone"], (64, 96), 4, 10)
     segment = SegmentSession(folder / "segment.onnx")
     labels = [segment.run(f) for f in frames]
     with_labels = calibrate(folder, frames, min_accuracy=0.95, levels=4, labels=labels)

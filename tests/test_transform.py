@@ -77,7 +77,7 @@ def test_one_resize_policy_for_frames():
     from stac.video import resize
 
     image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
-    assert resize(image, (60, 40)) is image
-    np.testing.assert_array_equal(resize(image, (30, 20)), cv2.resize(image, (30, 20), interpolation=cv2.INTER_AREA))
-    np.testing.assert_array_equal(resize(image, (120, 80)), cv2.resize(image, (120, 80),
+    assert resize(image, (40, 60)) is image  # sizes are (h, w), as numpy's shapes
+    np.testing.assert_array_equal(resize(image, (20, 30)), cv2.resize(image, (30, 20), interpolation=cv2.INTER_AREA))
+    np.testing.assert_array_equal(resize(image, (80, 120)), cv2.resize(image, (120, 80),
                                                                         interpolation=cv2.INTER_CUBIC))
