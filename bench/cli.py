@@ -22,8 +22,8 @@ from .head_bench import format_timings, time_head
 DEFAULT_CODECS = ("jpeg:q=90", "jpeg:q=90,subsampling=444", "grace", "stac", "h264:crf=23")
 
 
-def _edge_holding(url: str, tables: TableSet, timeout: float = 10.0) -> TableSet:
-    """``tables``, once the edge at ``url`` answers and holds them (the handshake)."""
+def _check_edge_holds(url: str, tables: TableSet, timeout: float = 10.0) -> None:
+    """Return once the edge at ``url`` answers and holds ``tables`` (the handshake), else raise."""
     from stac.edge.client import TritonEdge, check_table_set
 
     edge = TritonEdge(url, timeout)
@@ -32,7 +32,6 @@ def _edge_holding(url: str, tables: TableSet, timeout: float = 10.0) -> TableSet
         check_table_set(edge, tables)
     finally:
         edge.close()
-    return tables
 
 
 def _size(value: str | None) -> tuple[int, int] | None:
@@ -140,7 +139,6 @@ def device(onnx_dir, video, size, max_frames, flow_widths, tables, selections, c
     machine."""
     from stac.edge.client import LocalEdge
     from device_runtime.runtime import RuntimeConfig
-    from stac.inference import SegmentSession
 
     from .device_bench import RecordedEdge, delay_frames, device_loop, dis_alone, keyframe_costs
     from .device_bench import format_timings as format_device
@@ -150,19 +148,19 @@ def device(onnx_dir, video, size, max_frames, flow_widths, tables, selections, c
     with cli_errors():
         frames = list(read_frames(resolve_source(video), max_frames, _size(size)))
         edge = LocalEdge(onnx_dir, tables)
-        reference = [SegmentSession(onnx_dir / SEGMENT_GRAPH).run(frame) for frame in frames]
+        reference = [edge.segment_session.run(frame) for frame in frames]
     baseline = dis_alone(frames)
     timings, misses = [], 0
+    delay = delay_frames(edge_latency / 1e3, RuntimeConfig.fps)
     with cli_errors():
         for config in (RuntimeConfig(flow_width=w, selection=s, codec=c) for c in (codecs or ("stac",))
                        for s in (selections or (None,)) for w in (flow_widths or (256, 512))):
-            delay = delay_frames(edge_latency / 1e3, config.fps)
             recorded = RecordedEdge.record(frames, edge, tables, config, delay)
             timings.append(device_loop(frames, recorded, tables, config, delay, reference))
             misses += recorded.misses
     h, w = frames[0].shape[:2]
     click.echo(f"{len(frames)} frames {w}x{h} of {video}, each answer {delay} frames after its keyframe "
-               f"({edge_latency:g} ms at {config.fps:g} fps), replayed from the local edge")
+               f"({edge_latency:g} ms at {RuntimeConfig.fps:g} fps), replayed from the local edge")
     click.echo(format_device(timings, baseline))
     if misses:  # the runs should agree exactly; a miss means the loop is not deterministic
         click.echo(f"{misses} keyframes differed from the recorded run's and went unanswered")
@@ -188,7 +186,7 @@ def edge(url, onnx_dir, tables, size, requests, device_counts) -> None:
     from .edge_bench import hammer
 
     with cli_errors(EdgeError):
-        _edge_holding(url, tables)
+        _check_edge_holds(url, tables)
         frame = next(iter(read_frames(sample_video("bikes"), 1, _size(size))))
     data = make_codec("stac", tables).encode(frame)
     shape = frame.shape[:2]
@@ -219,7 +217,7 @@ def load(url, tables, devices_spec, requests, sizes, timeout) -> None:
         counts = [int(v) for v in devices_spec.split(",") if v.strip()]
         if not counts or min(counts) < 1 or requests < 1:
             raise ValueError("--devices and --requests must be at least 1")
-        _edge_holding(url, tables, timeout)
+        _check_edge_holds(url, tables, timeout)
         keyframes = {}
         for spec in sizes.split(","):
             frame = next(iter(read_frames(sample_video("bikes"), 1, _size(spec.strip()))))
@@ -236,7 +234,8 @@ def load(url, tables, devices_spec, requests, sizes, timeout) -> None:
 @click.option("--requests", type=int, default=10000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="seconds before a request is a hang")
-@click.option("--pid", type=int, help="the server's process id, for its memory (and its stubs') before and after")
+@click.option("--pid", type=int,
+              help="the server's process id, for its memory (and its stubs') at each quarter of the run")
 def fuzz(url, tables, requests, seed, timeout, pid) -> None:
     """Mutated STAC and JPEG keyframes (bit flips, truncation, header edits, bombs, random bytes) to URL:
     errors, successes, hangs and crashes, and the server's memory."""
@@ -246,7 +245,7 @@ def fuzz(url, tables, requests, seed, timeout, pid) -> None:
     with cli_errors(EdgeError):
         if requests < 1 or timeout <= 0:
             raise ValueError("--requests must be at least 1 and --timeout positive")
-        _edge_holding(url, tables, timeout)
+        _check_edge_holds(url, tables, timeout)
     frame = next(iter(read_frames(sample_video("carphone"), 1)))
     keyframes = {kind: (make_codec(spec, tables).encode(frame), frame.shape[:2])
                  for kind, spec in (("stac", "stac"), ("jpeg", "jpeg:q=80"))}

@@ -59,7 +59,7 @@ def main() -> None:
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=RuntimeConfig.preset,
               show_default=True)
 @click.option("--reference", type=click.Choice(["model", "none"]), default="none", show_default=True,
-              help="model: score masks against the model on raw frames (needs --onnx-dir)")
+              help="model: score masks against the model on raw frames (--onnx-dir's, else the default build's)")
 @click.option("--labels", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="class-id PNGs in frame order")
 @click.option("--timeout", type=float, default=RuntimeConfig.timeout, show_default=True,

@@ -51,18 +51,18 @@ def main(model_name, weights, backend, tables, size, cpu, onnx_only, out, max_pi
         if onnx_only:
             return
         click.echo(f"validating the graphs against torch: {validate(model_name, onnx_dir, weights)}")
-        given = tables is not None
-        if not given:
+        if tables is None:
             click.echo("calibrating (stac-calibrate defaults) ...")
             result = calibrate_default(onnx_dir, parse_size(size))
             tables = result.tables
             write_calibration(result, list(DEFAULT_SOURCES), out)  # tables.json, and the summary beside it
             click.echo(f"B = {tables.bound:.4g}, table set {tables.id.hex()} -> {out / 'tables.json'} "
                        f"(summary.md, calibration.json, accuracy_size.png beside it)")
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            tables.save(out / "tables.json")  # clients code keyframes with what the edge holds
         write_repository(out, onnx_dir, tables, backend, max_pixels, gpu=not cpu, max_bytes=max_bytes,
                          instances=instances)
-        if given:
-            tables.save(out / "tables.json")  # clients code keyframes with what the edge holds
     click.echo(f"model repository ({backend} backend): {out}")
 
 

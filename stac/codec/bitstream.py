@@ -14,9 +14,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from ..tables import TableSet, block_levels, region_grid
+from ..tables import TableSet, block_levels, blocks_for, region_grid
 from . import _libjpeg
-from ..tables import blocks_for
 from .transform import BLOCK, MAX_AC
 
 MAGIC = b"STAC\0"

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..tables import TableSet, grace_table
+from ..tables import TableSet, blocks_for, grace_table
 from . import _libjpeg
 from .base import Codec
 from .jpeg import decode_jpeg
-from ..tables import blocks_for
 from .transform import dct_quantize
 
 
