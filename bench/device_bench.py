@@ -82,8 +82,8 @@ class _Recording(Edge):
         self.edge, self.answers = edge, {}
 
     def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None,
-                stream: Stream | None = None) -> EdgeAnswer:
-        answer = self.edge.segment(data, kind, size, bound, stream)
+                stream: Stream | None = None, levels: bool = True) -> EdgeAnswer:
+        answer = self.edge.segment(data, kind, size, bound, stream, levels)
         self.answers[_digest(data)] = answer
         return answer
 
@@ -111,7 +111,7 @@ class RecordedEdge(Edge):
         return cls(recording.answers, edge.table_sets())
 
     def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None,
-                stream: Stream | None = None) -> EdgeAnswer:
+                stream: Stream | None = None, levels: bool = True) -> EdgeAnswer:
         answer = self.answers.get(_digest(data))
         if answer is None:
             self.misses += 1

@@ -51,6 +51,11 @@ def main() -> None:
 @click.option("--kbps", type=float, help="steer STAC's bound (or, with --codec h264, the CRF) so the uplink meets "
               "this budget (Kbps)")
 @click.option("--sync", is_flag=True, help="wait for each keyframe's answer (deterministic; for evaluation)")
+@click.option("--link", help="real time over a modelled network: up=4M,down=20M,rtt=60ms[,jitter=5ms][,trace=FILE] "
+              "or a named link (constrained, lte, wifi, ideal); every mask is then the one shown at its frame's capture "
+              "time, and the report gives the answers' delays (docs/runtime.md)")
+@click.option("--device-ms", type=float, help="with --link: each keyframe's coding time (default: measured)")
+@click.option("--edge-ms", type=float, help="with --link: the edge's time per keyframe (default: measured)")
 @click.option("--max-frames", type=int)
 @click.option("--pace", is_flag=True, help="deliver a file's frames at its frame rate, like a camera")
 @click.option("--fps", type=float, help="source frame rate (default: the container's; 17 for folders)")
@@ -69,8 +74,8 @@ def main() -> None:
 @click.option("--offline-ok", is_flag=True, help="if the edge never answers at start, run on propagation only")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="write masks/*.png, overlay.mp4")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="report JSON")
-def run_command(source, edge_spec, onnx_dir, tables, psnr, every, target, codec, selection, bound, kbps, sync,
-                max_frames, pace, fps, flow_width, preset, reference, labels, timeout, wait_edge, offline_ok, out,
+def run_command(source, edge_spec, onnx_dir, tables, psnr, every, target, codec, selection, bound, kbps, sync, link,
+                device_ms, edge_ms, max_frames, pace, fps, flow_width, preset, reference, labels, timeout, wait_edge, offline_ok, out,
                 report_path) -> None:
     """Segment every frame of SOURCE (video file, image folder, camera index or sample clip name)."""
     with cli_errors():
@@ -88,7 +93,7 @@ def run_command(source, edge_spec, onnx_dir, tables, psnr, every, target, codec,
         warning = tables.size_warning(*first_size(src))
         config = RuntimeConfig(psnr=psnr, every=every, target=target, sync=sync, codec=codec, selection=selection,
                                bound=bound, kbps=kbps, fps=src.fps, flow_width=flow_width, preset=preset,
-                               timeout=timeout)
+                               timeout=timeout, link=link, device_ms=device_ms, edge_ms=edge_ms)
         edge = make_edge(edge_spec, tables, onnx_dir, timeout)
         ref = None
         if reference == "model":
@@ -118,8 +123,9 @@ def run_command(source, edge_spec, onnx_dir, tables, psnr, every, target, codec,
                              num_classes=classes, pace=pace, on_frame=on_frame)
         finally:
             edge.close()
-    keys = ["frames", "keyframes", "offloaded", "offloaded_fps", "uplink_bytes", "uplink_kbps", "kbps_target",
-            "rate_error", "rate_error_2s", "device_fps", "edge_errors", "idrs", "idr_requests", "gate_db",
+    keys = ["frames", "keyframes", "offloaded", "offloaded_fps", "uplink_bytes", "uplink_kbps", "downlink_bytes",
+            "downlink_kbps", "up_kbps", "down_kbps", "kbps_target", "rate_error", "rate_error_2s", "delay_p50_ms",
+            "delay_p95_ms", "delay_p99_ms", "device_fps", "edge_errors", "idrs", "idr_requests", "gate_db",
             "carried_agreement_mean", "miou_vs_raw", "miou"]
     for key in keys:
         if report.get(key) is not None and (report[key] or key not in ("idrs", "idr_requests")):

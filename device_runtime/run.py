@@ -15,8 +15,16 @@ from stac.rate import tracking_error
 from stac.tables import TableSet
 
 from .output import Outputs
-from .runtime import FrameResult, Runtime, RuntimeConfig
+from .runtime import FrameResult, Runtime, RuntimeConfig, RuntimeStats
 from .sources import Source, first_size
+
+
+def rates(stats: RuntimeStats, seconds: float) -> dict:
+    """Kbps each way over ``seconds`` of video: the keyframes' and the answers' bytes (uplink_kbps, downlink_kbps),
+    and everything that crossed the network, their messages included (up_kbps, down_kbps; stac.edge.wire)."""
+    return {key: value * 8 / 1e3 / seconds for key, value in (
+        ("uplink_kbps", stats.uplink_bytes), ("downlink_kbps", stats.downlink_bytes),
+        ("up_kbps", stats.wire_up_bytes), ("down_kbps", stats.wire_down_bytes))}
 
 
 def run(source: Source, edge: Edge, tables: TableSet, config: RuntimeConfig, *, out: str | Path | None = None,
@@ -66,9 +74,9 @@ def run(source: Source, edge: Edge, tables: TableSet, config: RuntimeConfig, *, 
     report = {**stats.summary(), "source": source.spec, "width": size[1], "height": size[0], "fps": source.fps,
               "codec": config.codec, "selection": runtime.config.selection, "psnr_threshold": runtime.config.psnr,
               "every": config.every, "gate_db": runtime.gate_db, "bound": config.bound, "sync": config.sync,
-              "flow_width": runtime.proc_size[1], "tables_id": tables.id.hex(),
-              "offloaded_fps": stats.offloaded / seconds, "uplink_kbps": stats.uplink_bytes * 8 / 1e3 / seconds,
-              "device_fps": stats.frames / busy if busy else None}
+              "link": config.link, "flow_width": runtime.proc_size[1], "tables_id": tables.id.hex(),
+              "offloaded_fps": stats.offloaded / seconds, "edge_fps": stats.offloaded / seconds,
+              **rates(stats, seconds), "device_fps": stats.frames / busy if busy else None}
     if config.kbps is not None:
         report.update(tracking_error(sent, source.fps, config.kbps))
     if confusion is not None:

@@ -18,6 +18,8 @@ raised: frames keep their propagated masks and offloading resumes after ``retry_
 """
 from __future__ import annotations
 
+import heapq
+import itertools
 import queue
 import secrets
 import statistics
@@ -31,11 +33,13 @@ import numpy as np
 from stac.allocate import boundary_levels, boundary_offsets
 from stac.codec import make_codec
 from stac.codec.h264 import is_idr
-from stac.edge.client import Edge, EdgeAnswer, EdgeError, check_answer
+from stac.edge.client import Edge, EdgeAnswer, EdgeError, check_answer, exchange
 from stac.edge.streams import Stream
+from stac.edge.wire import request_bytes
 from stac.flow import Flow, compose, identity_map, processing_size, warp, warp_levels
 from stac.gate import AccuracyGate, agreement
 from stac.inference import check_bound
+from stac.link import Link, Timeline
 from stac.rate import RateController, step_crf
 from stac.tables import BLOCK, TableSet
 from stac.video import psnr, resize
@@ -88,6 +92,24 @@ class RuntimeConfig:
     max_in_flight: int = 2
     timeout: float = 10.0  # seconds before an unanswered keyframe is given up
     retry_after: float = 1.0  # seconds without offloading after an edge failure
+    # Real time over a modelled network (stac.link): frames are captured at fps, each answer reaches the device when
+    # the link says, and every mask is the one the device shows at its frame's capture time. None: answers arrive
+    # when the edge gives them (asynchronous), or at once (sync).
+    link: str | None = None
+    device_ms: float | None = None  # with a link: a keyframe's coding time on the device (None: measured)
+    edge_ms: float | None = None  # with a link: the edge's time per keyframe (None: the edge's own, measured)
+
+    def __post_init__(self):
+        """What can be told wrong before any frame (the rest is checked by Runtime, which knows the codec)."""
+        if self.link is not None:
+            Link.parse(self.link)  # LinkError names the part
+            if self.sync:
+                raise ValueError("--sync answers every keyframe at once, --link when the link delivers it: give one")
+        elif self.device_ms is not None or self.edge_ms is not None:
+            raise ValueError("--device-ms and --edge-ms are times on a link: give --link too")
+        for name, value in (("--device-ms", self.device_ms), ("--edge-ms", self.edge_ms)):
+            if value is not None and not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value:g}")
 
 
 @dataclass
@@ -107,7 +129,7 @@ class _Keyframe:
     index: int
     pixels: np.ndarray  # RGB at the processing size
     map: np.ndarray  # current frame -> this keyframe, processing size
-    sent_at: float
+    sent_at: float  # when it was captured (Runtime.now)
     levels: np.ndarray | None = None  # the level map it was coded with
     mask: np.ndarray | None = None  # answer, processing size
     full_mask: np.ndarray | None = None  # answer at full size, while the map is still the identity
@@ -120,7 +142,10 @@ class RuntimeStats:
     frames: int = 0
     keyframes: int = 0
     offloaded: int = 0
-    uplink_bytes: int = 0
+    uplink_bytes: int = 0  # the keyframes' bytes
+    downlink_bytes: int = 0  # the answers' bytes (coded masks, and next levels when asked for)
+    wire_up_bytes: int = 0  # what crossed the network each way: the messages around them (stac.edge.wire)
+    wire_down_bytes: int = 0
     answers: int = 0
     superseded: int = 0
     edge_errors: int = 0
@@ -130,13 +155,18 @@ class RuntimeStats:
     idr_requests: int = 0  # inter codec: keyframes the edge refused for want of their predecessor
     bad_frames: int = 0
     frames_without_answer: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)  # the edge's own time per answered keyframe
+    delays_ms: list[float] = field(default_factory=list)  # capture to answer available, per answer
     agreements: list[float] = field(default_factory=list)  # mIoU of the carried mask vs each fresh answer
 
     def summary(self) -> dict:
         lat = self.latencies_ms
+        delays = [float(d) for d in np.percentile(self.delays_ms, (50, 95, 99))] if self.delays_ms else [None] * 3
         return {"frames": self.frames, "keyframes": self.keyframes, "offloaded": self.offloaded,
-                "uplink_bytes": self.uplink_bytes, "answers": self.answers,
+                "uplink_bytes": self.uplink_bytes, "downlink_bytes": self.downlink_bytes,
+                "wire_up_bytes": self.wire_up_bytes, "wire_down_bytes": self.wire_down_bytes,
+                "delay_p50_ms": delays[0], "delay_p95_ms": delays[1], "delay_p99_ms": delays[2],
+                "answers": self.answers,
                 "superseded_answers": self.superseded, "edge_errors": self.edge_errors,
                 "edge_timeouts": self.timeouts, "skipped_offloads": self.skipped_offloads,
                 "idrs": self.idrs, "idr_requests": self.idr_requests,
@@ -167,11 +197,13 @@ class Runtime:
         if config.selection not in SELECTIONS:
             raise ValueError(f"unknown selection {config.selection!r} (known: {', '.join(SELECTIONS)})")
         # an inter stream's identity at the edge (its sequence correlation ID), and whether its next unit must be
-        # an IDR; one unit in flight keeps them in order
+        # an IDR; asynchronous offload keeps one unit in flight so they reach the edge in order (over a link, the
+        # requests are made in order anyway)
         self.stream_id = secrets.randbits(63) or 1
         self.need_idr = False
         self.force_keyframe = False
-        self.max_in_flight = 1 if self.kind == "h264" else config.max_in_flight
+        self.link = Link.parse(config.link) if config.link else None
+        self.max_in_flight = 1 if self.kind == "h264" and not self.link else config.max_in_flight
         shapeable = {"uniform": ("stac", "jpeg", "h264"), "paper": ("stac",), "boundary": ("stac", "h264")}
         if self.kind not in shapeable[config.selection]:
             raise ValueError(f"--selection {config.selection} shapes keyframes of codec "
@@ -194,10 +226,13 @@ class Runtime:
         self.gate = AccuracyGate(config.target, config.psnr) if config.target is not None else None
         self.regions = tables.regions(self.height, self.width)
         self.region_px = tables.region_blocks * BLOCK
+        self.next_levels = self.kind == "stac" and config.selection == "paper"  # only the paper's levels need them
         self.stats = RuntimeStats()
         self.answered: _Keyframe | None = None
         self.pending: list[_Keyframe] = []
         self.answers: queue.Queue = queue.Queue()
+        self.arrivals: list[tuple[float, int, _Keyframe, EdgeAnswer | Exception, float]] = []  # a heap, over a link
+        self._order = itertools.count()
         self.threads: list[threading.Thread] = []
         self.prev_grey: np.ndarray | None = None
         self.last_mask = np.zeros((self.height, self.width), np.uint8)
@@ -206,18 +241,43 @@ class Runtime:
 
     # -- edge side ---------------------------------------------------------------------------------------
 
-    def _ask(self, key: _Keyframe, data: bytes, bound: float | None, stream: Stream | None) -> None:
-        started = time.monotonic()
+    def now(self) -> float:
+        """Seconds on the clock the loop runs by: over a link, the current frame's capture time (video time);
+        otherwise the machine's."""
+        return (self.index - 1) / self.config.fps if self.link else time.monotonic()
+
+    def _call(self, data: bytes, bound: float | None, stream: Stream | None) -> tuple[EdgeAnswer | Exception, float]:
+        """The edge's answer to one keyframe (or why there is none), and the seconds it took."""
+        started = time.perf_counter()
         try:
             answer: EdgeAnswer | Exception = self.edge.segment(data, self.kind, (self.height, self.width), bound,
-                                                               stream)
-            check_answer(answer, (self.height, self.width), self.regions if self.kind == "stac" else None,
+                                                               stream, self.next_levels)
+            check_answer(answer, (self.height, self.width), self.regions if self.next_levels else None,
                          self.tables.levels)
         except Exception as e:  # an edge is never allowed to stop the loop
             answer = e
-        self.answers.put((key, answer, (time.monotonic() - started) * 1e3))
+        return answer, time.perf_counter() - started
 
-    def _apply(self, key: _Keyframe, answer, latency_ms: float) -> None:
+    def _ask(self, key: _Keyframe, data: bytes, bound: float | None, stream: Stream | None) -> None:
+        answer, seconds = self._call(data, bound, stream)
+        self.answers.put((key, answer, seconds * 1e3))
+
+    def _ask_over_link(self, key: _Keyframe, data: bytes, bound: float | None, stream: Stream | None,
+                       request: int, coded_s: float) -> None:
+        """Ask now, and hold the answer back until the link delivers it (stac.link); ``request``: the bytes the
+        request puts on the uplink; ``coded_s``: how long after its capture the device had the keyframe coded."""
+        answer, seconds = self._call(data, bound, stream)
+        config = self.config
+        edge_s = seconds if config.edge_ms is None else config.edge_ms / 1e3
+        device_s = coded_s if config.device_ms is None else config.device_ms / 1e3
+        down = answer.wire if isinstance(answer, EdgeAnswer) else len(str(answer).encode())  # an error's message
+        timeline = self.link.exchange(key.sent_at, device_s, request, edge_s, down)
+        heapq.heappush(self.arrivals, (timeline.available, next(self._order), key, answer, timeline))
+
+    def _apply(self, key: _Keyframe, answer, latency_ms: float, delay_ms: float) -> None:
+        if isinstance(answer, EdgeAnswer):  # the answer crossed the network, whatever becomes of it here
+            self.stats.downlink_bytes += answer.payload
+            self.stats.wire_down_bytes += answer.wire
         if key.state == "abandoned":
             return  # already counted as a timeout
         if key in self.pending:
@@ -229,10 +289,11 @@ class Runtime:
                 self.force_keyframe = True
             else:
                 self.stats.edge_errors += 1
-                self.backoff_until = time.monotonic() + self.config.retry_after
+                self.backoff_until = self.now() + self.config.retry_after
             return
         self.stats.answers += 1
         self.stats.latencies_ms.append(latency_ms)
+        self.stats.delays_ms.append(delay_ms)
         if key.state == "superseded" or (self.answered is not None and key.index < self.answered.index):
             self.stats.superseded += 1  # a newer keyframe's answer came first
             return
@@ -251,12 +312,16 @@ class Runtime:
             self.pending.remove(older)
 
     def _collect(self) -> None:
+        now = self.now()
+        while self.arrivals and self.arrivals[0][0] <= now + 1e-9:  # over a link: what has reached the device
+            _, _, key, answer, timeline = heapq.heappop(self.arrivals)
+            self._apply(key, answer, (timeline.served - timeline.at_edge) * 1e3, timeline.delay * 1e3)
         while True:
             try:
-                self._apply(*self.answers.get_nowait())
+                key, answer, latency_ms = self.answers.get_nowait()
             except queue.Empty:
                 break
-        now = time.monotonic()
+            self._apply(key, answer, latency_ms, (self.now() - key.sent_at) * 1e3)
         for key in [k for k in self.pending if now - k.sent_at > self.config.timeout]:
             key.state = "abandoned"
             self.pending.remove(key)
@@ -267,9 +332,13 @@ class Runtime:
 
     def _can_offload(self) -> bool:
         self.threads = [t for t in self.threads if t.is_alive()]
-        # threads of given-up requests still count: a hanging edge cannot make us start unbounded threads
-        return (time.monotonic() >= self.backoff_until and len(self.pending) < self.max_in_flight
-                and len(self.threads) < self.max_in_flight + 2)
+        # threads of given-up requests still count: a hanging edge cannot make us start unbounded threads; over a
+        # link a keyframe is skipped, as a live sender drops a frame, while the uplink still holds more than a
+        # frame interval of earlier ones: no queue grows without bound
+        now = self.now()
+        return (now >= self.backoff_until and len(self.pending) < self.max_in_flight
+                and len(self.threads) < self.max_in_flight + 2
+                and (self.link is None or self.link.up.backlog(now) <= 1 / self.config.fps))
 
     # -- frame side --------------------------------------------------------------------------------------
 
@@ -290,6 +359,7 @@ class Runtime:
     def process(self, frame: np.ndarray | None) -> FrameResult:
         """One frame (RGB uint8 [H, W, 3], or None for a frame that could not be read) -> its mask."""
         index, self.index = self.index, self.index + 1
+        self.captured = time.perf_counter()
         self.stats.frames += 1
         self._collect()
         if frame is None or frame.shape != (self.height, self.width, 3):
@@ -323,7 +393,7 @@ class Runtime:
                 self.force_keyframe = False
             else:
                 self.stats.skipped_offloads += 1
-        if self.config.sync:
+        if self.config.sync or self.link:  # what came back within this frame's time
             self._collect()
         mask, answered = self._mask()
         self.last_mask = mask
@@ -340,11 +410,15 @@ class Runtime:
         if self.rate:  # the knob it really coded at: the step, or the map's bound (a level's, its geometric mean)
             self.rate.update(index, len(data), step if self.kind == "h264"
                              else float(np.exp(np.log(self.tables.bounds[levels]).mean())))
-        key = _Keyframe(index, small, self.grid.copy(), time.monotonic(), levels)
+        key = _Keyframe(index, small, self.grid.copy(), self.now(), levels)
         self.pending.append(key)
         self.stats.offloaded += 1
         self.stats.uplink_bytes += len(data)
-        if self.config.sync:
+        request = request_bytes(exchange(data, self.kind, bound, stream, self.next_levels))
+        self.stats.wire_up_bytes += request
+        if self.link:
+            self._ask_over_link(key, data, bound, stream, request, time.perf_counter() - self.captured)
+        elif self.config.sync:
             self._ask(key, data, bound, stream)
         else:
             thread = threading.Thread(target=self._ask, args=(key, data, bound, stream), daemon=True)
@@ -394,6 +468,9 @@ class Runtime:
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._collect()
+        for _, _, key, answer, timeline in sorted(self.arrivals):  # over a link: what arrives after the last frame
+            self._apply(key, answer, (timeline.served - timeline.at_edge) * 1e3, timeline.delay * 1e3)
+        self.arrivals = []
         if self.kind == "h264" and self.codec.position and not any(t.is_alive() for t in self.threads):
             try:  # END: the edge may release the stream's decoder now rather than when it goes idle
                 self.edge.end(Stream(self.stream_id, self.codec.position, False))

@@ -56,7 +56,7 @@ class AnyRegionEdge:
         return AnyRegionEdge(self.edge.with_tables(tables), self.graph_region_blocks)
 
     def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None,
-                stream=None) -> EdgeAnswer:
+                stream=None, levels: bool = True) -> EdgeAnswer:
         tables = self.edge.tables
         frame = read_stac(data, tables)
         steps = tables.tables[frame.block_levels()].transpose(2, 0, 1, 3)  # [3, Hb, Wb, 64]

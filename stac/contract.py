@@ -28,6 +28,7 @@ LEVELS = Tensor("LEVELS", "UINT8", (-1, -1))  # [Rh, Rw]: each region's table le
 TABLES = Tensor("TABLES", "FP32", (-1, 3, 64))  # [L, Y/Cb/Cr, 8x8]: the table set's quantizer steps
 IMAGE = Tensor("IMAGE", "UINT8", (-1, -1, 3))  # RGB
 MASK = Tensor("MASK", "UINT8", (-1, -1))  # class ids
+CODED_MASK = Tensor("CODED_MASK", "STRING", (1,))  # MASK coded losslessly (stac.codec.mask): what a device receives
 NEXT_LEVELS = Tensor("NEXT_LEVELS", "UINT8", (-1, -1))  # [Rh, Rw]: Algorithm 1's levels for the next keyframe
 REGION_COST = Tensor("REGION_COST", "FP32", (-1, -1, -1))  # [Rh, Rw, L]
 GRAD = Tensor("GRAD", "FP32", (3, -1, -1, 64))  # d loss / d dequantized coefficient
@@ -55,17 +56,19 @@ SEGMENT = Signature((IMAGE,), (MASK,))
 # the Triton models: name -> signature (ensembles chain the others)
 STAC_DECODE, STAC_HEAD, STAC = "stac_decode", "stac_head", "stac"
 SEGMENT_MODEL = "segment"
+MASK_ENCODE = "mask_encode"
 JPEG_DECODE, JPEG_SEGMENT = "jpeg_decode", "jpeg_segment"
 H264_DECODE, H264_SEGMENT = "h264_decode", "h264_segment"
 SIGNATURES = {
     STAC_DECODE: Signature((BITSTREAM, replace(BOUND, optional=True)), HEAD.inputs),
     STAC_HEAD: HEAD,
-    STAC: Signature((BITSTREAM, replace(BOUND, optional=True)), (MASK, NEXT_LEVELS)),
+    STAC: Signature((BITSTREAM, replace(BOUND, optional=True)), (CODED_MASK, NEXT_LEVELS)),
     SEGMENT_MODEL: SEGMENT,
+    MASK_ENCODE: Signature((MASK,), (CODED_MASK,)),
     JPEG_DECODE: Signature((BITSTREAM,), (IMAGE,)),
-    JPEG_SEGMENT: Signature((BITSTREAM,), (MASK,)),
+    JPEG_SEGMENT: Signature((BITSTREAM,), (CODED_MASK,)),
     H264_DECODE: Signature((BITSTREAM, POSITION), (IMAGE,)),
-    H264_SEGMENT: Signature((BITSTREAM, POSITION), (MASK,)),
+    H264_SEGMENT: Signature((BITSTREAM, POSITION), (CODED_MASK,)),
 }
 MODELS = tuple(SIGNATURES)
 

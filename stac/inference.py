@@ -78,11 +78,18 @@ def instance_threads(config: dict, cores: int) -> int | None:
 
 @dataclass
 class HeadResult:
-    mask: np.ndarray  # uint8 [H, W] class ids
+    padded_mask: np.ndarray  # uint8 [8Hb, 8Wb] class ids, as the graph gives them (the edge answers this)
     next_levels: np.ndarray  # uint8 [Rh, Rw]
     region_cost: np.ndarray  # float32 [Rh, Rw, L]
     grad: np.ndarray  # float32 [3, Hb, Wb, 64]
     loss: float
+    height: int
+    width: int
+
+    @property
+    def mask(self) -> np.ndarray:
+        """uint8 [H, W]: the frame's class ids."""
+        return self.padded_mask[:self.height, :self.width]
 
 
 class HeadSession:
@@ -95,7 +102,7 @@ class HeadSession:
         mask, next_levels, cost, grad, loss = self.session.run(None, {
             COEFFS.name: frame.coeffs, LEVELS.name: frame.levels, TABLES.name: tables.steps,
             BOUND.name: np.array([check_bound(tables.bound if bound is None else bound)], dtype=np.float32)})
-        return HeadResult(mask[:frame.height, :frame.width], next_levels, cost, grad, float(loss[0]))
+        return HeadResult(mask, next_levels, cost, grad, float(loss[0]), frame.height, frame.width)
 
 
 class SegmentSession:
@@ -106,8 +113,10 @@ class SegmentSession:
         has_info = (path.parent / MODEL_INFO).is_file()
         self.size_multiple = model_info(path.parent).get("size_multiple", 8) if has_info else 8
 
-    def run(self, image: np.ndarray) -> np.ndarray:
-        """RGB uint8 [H, W, 3] -> class ids uint8 [H, W]."""
+    def run(self, image: np.ndarray, crop: bool = True) -> np.ndarray:
+        """RGB uint8 [H, W, 3] -> class ids uint8 [H, W] (``crop`` False: of the image edge-padded to the graph's
+        multiple, as the edge's ensembles answer)."""
         h, w = image.shape[:2]
         padded = np.ascontiguousarray(pad_to_multiple(image, self.size_multiple))
-        return self.session.run(None, {IMAGE.name: padded})[0][:h, :w]
+        mask = self.session.run(None, {IMAGE.name: padded})[0]
+        return mask[:h, :w] if crop else mask

@@ -85,13 +85,55 @@ def test_stac_ensemble_equals_the_local_edge(server, local, scheme, carphone_fra
     edge = TritonEdge(_url(server, scheme))
     edge.wait_ready(10)
     for data, size in _keyframes([carphone_frames[0], bikes_frames[2]], TableSet.default()):
-        remote, here = edge.segment(data, "stac", size), local.segment(data, "stac", size)
-        np.testing.assert_array_equal(remote.mask, here.mask)
-        np.testing.assert_array_equal(remote.next_levels, here.next_levels)
+        for levels in (True, False):
+            remote, here = edge.segment(data, "stac", size, levels=levels), local.segment(data, "stac", size,
+                                                                                          levels=levels)
+            np.testing.assert_array_equal(remote.mask, here.mask)
+            assert (remote.payload, remote.wire) == (here.payload, here.wire)  # the same coded answer
+            if levels:
+                np.testing.assert_array_equal(remote.next_levels, here.next_levels)
+            else:
+                assert remote.next_levels is None and remote.payload < np.prod(size) / 50  # the mask, coded
     jpeg = make_codec("jpeg:q=90", TableSet.default()).encode(carphone_frames[1])
-    np.testing.assert_array_equal(edge.segment(jpeg, "jpeg", (144, 176)).mask,
-                                  local.segment(jpeg, "jpeg", (144, 176)).mask)
+    remote, here = edge.segment(jpeg, "jpeg", (144, 176)), local.segment(jpeg, "jpeg", (144, 176))
+    np.testing.assert_array_equal(remote.mask, here.mask)
+    assert (remote.payload, remote.wire) == (here.payload, here.wire)
     edge.close()
+
+
+def test_wire_sizes_are_the_real_grpc_messages(server, carphone_frames, bikes_frames):
+    """stac.edge.wire sizes what tritonclient sends and what Triton answers, byte for byte."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.grpc import _utils
+
+    from stac.contract import CODED_MASK
+    from stac.edge.client import exchange
+    from stac.edge.wire import GRPC_PREFIX, request_bytes, response_bytes
+
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    tables = TableSet.default()
+    units = _stream(bikes_frames[:2])
+    stac = make_codec("stac", tables).encode(carphone_frames[0])
+    sid = 987654321
+    for request in (exchange(stac, "stac"), exchange(stac, "stac", 2.5, levels=False),
+                    exchange(units[0], "h264", stream=Stream(sid, 0, True)),
+                    exchange(units[1], "h264", stream=Stream(sid, 1, False))):
+        inputs = []
+        for tensor, value in request.inputs:
+            wire = grpcclient.InferInput(tensor.name, list(value.shape), "BYTES" if tensor.dtype == "STRING"
+                                         else tensor.dtype)
+            inputs.append(wire.set_data_from_numpy(value))
+        outputs = [grpcclient.InferRequestedOutput(t.name) for t in request.outputs]
+        stream = request.stream or Stream(0, 0, False)
+        sent = _utils._get_inference_request(request.model, inputs, "", "", outputs, stream.id, stream.start, False, 0,
+                                             None, None)
+        assert request_bytes(request) == sent.ByteSize() + GRPC_PREFIX
+        result = client.infer(request.model, inputs, outputs=outputs, sequence_id=stream.id,
+                              sequence_start=stream.start)
+        answer = [(t, result.as_numpy(t.name)) for t in request.outputs]
+        assert answer[0][0] is CODED_MASK
+        assert response_bytes(request, answer) == result.get_response().ByteSize() + GRPC_PREFIX
+    client.close()
 
 
 @pytest.mark.parametrize("scheme", ["grpc", "http"])

@@ -105,10 +105,10 @@ class Counting(LocalEdge):
 
     received: list
 
-    def segment(self, data, kind, size, bound=None, stream=None):
+    def segment(self, data, kind, size, bound=None, stream=None, levels=True):
         self.received.append(len(data))
         self.bounds.append(bound)
-        return super().segment(data, kind, size, bound, stream)
+        return super().segment(data, kind, size, bound, stream, levels)
 
 
 @pytest.fixture(scope="module")

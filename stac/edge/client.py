@@ -2,10 +2,11 @@
 
 ``local``: in this process, the same decoder and the same ONNX graphs in onnxruntime as the edge runs.
 ``triton``: tritonclient over gRPC or HTTP to the model repository's ensembles: ``stac`` (BITSTREAM BYTES
-[1], optional BOUND FP32 [1] -> MASK uint8 [8Hb, 8Wb], NEXT_LEVELS uint8 [Rh, Rw]) and ``jpeg_segment``
-(BITSTREAM -> MASK [H', W'], H', W' >= H, W), and ``h264_segment`` (one access unit of the device's keyframe
-stream, its POSITION, the stream as the sequence ID: ``stac.edge.streams``). Both crop MASK to the frame, so the
-runtime never sees the difference.
+[1], optional BOUND FP32 [1] -> CODED_MASK of MASK uint8 [8Hb, 8Wb], NEXT_LEVELS uint8 [Rh, Rw] when asked for)
+and ``jpeg_segment`` (BITSTREAM -> CODED_MASK of MASK [H', W'], H', W' >= H, W), and ``h264_segment`` (one access
+unit of the device's keyframe stream, its POSITION, the stream as the sequence ID: ``stac.edge.streams``). Both code
+the mask as the edge does (``stac.codec.mask``), decode it, crop it to the frame and size the messages
+(``stac.edge.wire``), so the runtime never sees the difference.
 """
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ import numpy as np
 
 from ..codec.bitstream import read_stac
 from ..codec.jpeg import decode_jpeg
-from ..contract import (BITSTREAM, BOUND, HEAD_GRAPH, IMAGE, MASK, NEXT_LEVELS, POSITION, ROUTE_MODELS, SEGMENT_GRAPH,
-                        STREAM_DECODER, TABLE_SETS_MODEL, TABLE_SETS_PARAMETER, Tensor)
+from ..codec.mask import MaskError, decode_mask, encode_mask
+from ..contract import (BITSTREAM, BOUND, CODED_MASK, HEAD_GRAPH, IMAGE, NEXT_LEVELS, POSITION, ROUTE_MODELS,
+                        SEGMENT_GRAPH, STREAM_DECODER, TABLE_SETS_MODEL, TABLE_SETS_PARAMETER, Tensor)
 from ..inference import HeadSession, SegmentSession
 from ..tables import TableSet
 from .streams import NEED_IDR, Stream, StreamDecoders
+from .wire import Exchange, response_bytes
 
 
 class EdgeError(RuntimeError):
@@ -38,7 +41,35 @@ class EdgeError(RuntimeError):
 @dataclass
 class EdgeAnswer:
     mask: np.ndarray  # uint8 [H, W]
-    next_levels: np.ndarray | None  # uint8 [Rh, Rw]; None for baseline codecs
+    next_levels: np.ndarray | None  # uint8 [Rh, Rw]; None for baseline codecs, or when not asked for
+    payload: int = 0  # bytes of the answer's tensors: the coded mask, and NEXT_LEVELS when asked for
+    wire: int = 0  # bytes of the answer's message on the network (stac.edge.wire)
+
+
+def exchange(data: bytes, kind: str, bound: float | None = None, stream: Stream | None = None,
+             levels: bool = True) -> Exchange:
+    """The request a device sends for a keyframe of route ``kind`` (see Edge.segment)."""
+    inputs = [(BITSTREAM, np.array([data], dtype=object))]
+    if bound is not None and kind == "stac":
+        inputs.append((BOUND, np.array([bound], np.float32)))
+    if kind == "h264":
+        stream = _stream(stream)
+        inputs.append((POSITION, np.array([stream.position], np.int64)))
+    outputs = [CODED_MASK, NEXT_LEVELS] if kind == "stac" and levels else [CODED_MASK]
+    return Exchange(ROUTE_MODELS[kind], inputs, outputs, stream if kind == "h264" else None)
+
+
+def _answer(request: Exchange, coded, next_levels: np.ndarray | None, size: tuple[int, int]) -> EdgeAnswer:
+    """The device's side of an answer: CODED_MASK (BYTES [1]) decoded and cropped to the frame, the bytes sized."""
+    if not (isinstance(coded, np.ndarray) and coded.shape == (1,) and isinstance(coded[0], bytes)):
+        raise EdgeError(f"bad answer: CODED_MASK {_describe(coded)}, expected one coded mask")
+    try:
+        mask = decode_mask(coded[0])
+    except MaskError as e:
+        raise EdgeError(f"bad answer: CODED_MASK: {e}") from None
+    outputs = [(CODED_MASK, coded)] + ([(NEXT_LEVELS, next_levels)] if isinstance(next_levels, np.ndarray) else [])
+    payload = sum(len(coded[0]) if tensor is CODED_MASK else value.nbytes for tensor, value in outputs)
+    return EdgeAnswer(mask[:size[0], :size[1]], next_levels, payload, response_bytes(request, outputs))
 
 
 def check_answer(answer: EdgeAnswer, size: tuple[int, int], regions: tuple[int, int] | None, levels: int) -> None:
@@ -64,10 +95,11 @@ def _describe(value) -> str:
 class Edge(ABC):
     @abstractmethod
     def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None,
-                stream: Stream | None = None) -> EdgeAnswer:
+                stream: Stream | None = None, levels: bool = True) -> EdgeAnswer:
         """kind (a codec's route): "stac" (STAC bitstream), "jpeg" (any baseline JPEG) or "h264" (one access unit
         of the keyframe stream ``stream``); size (H, W) of the frame; ``bound``: the loss bound NEXT_LEVELS is
-        selected against (default: the table set's B)."""
+        selected against (default: the table set's B); ``levels``: a STAC keyframe's answer carries NEXT_LEVELS
+        (only the paper's selection needs them)."""
 
     def end(self, stream: Stream) -> None:
         """The device closed its keyframe stream (``stream.position``: the units it sent): the edge may release the
@@ -99,20 +131,20 @@ class LocalEdge(Edge):
         return other
 
     def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None,
-                stream: Stream | None = None) -> EdgeAnswer:
+                stream: Stream | None = None, levels: bool = True) -> EdgeAnswer:
+        next_levels = None
         try:
+            request = exchange(data, kind, bound, stream, levels)
             if kind == "stac":
                 result = self.head.run(read_stac(data, self.tables), self.tables, bound)
-                return EdgeAnswer(result.mask, result.next_levels)
-            if kind == "h264":
-                stream = _stream(stream)
-                image = self.streams.decode(stream.id, stream.position, data)
-            else:
-                image = decode_jpeg(data)
-            mask = self.segment_session.run(image)
+                mask, next_levels = result.padded_mask, result.next_levels if levels else None
+            else:  # as the edge's ensembles: the image padded to the graph's multiple, the mask not cropped
+                image = self.streams.decode(request.stream.id, request.stream.position, data) if kind == "h264" \
+                    else decode_jpeg(data)
+                mask = self.segment_session.run(image, crop=False)
         except ValueError as e:  # BitstreamError, an undecodable JPEG or H.264 unit, NeedIdr
             raise EdgeError(str(e)) from e
-        return EdgeAnswer(mask[:size[0], :size[1]], None)
+        return _answer(request, np.array([encode_mask(mask)], dtype=object), next_levels, size)
 
     def end(self, stream: Stream) -> None:
         self.streams.end(stream.id)
@@ -156,21 +188,17 @@ class TritonEdge(Edge):
         raise EdgeError(f"edge {self.scheme}://{self.url} not ready after {timeout:g} s: {last}")
 
     def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None,
-                stream: Stream | None = None) -> EdgeAnswer:
-        inputs = [self._input(BITSTREAM, np.array([data], dtype=object))]
-        if bound is not None and kind == "stac":
-            inputs.append(self._input(BOUND, np.array([bound], np.float32)))
-        names = [MASK.name, NEXT_LEVELS.name] if kind == "stac" else [MASK.name]
-        outputs = [self.client_module.InferRequestedOutput(n) for n in names]
+                stream: Stream | None = None, levels: bool = True) -> EdgeAnswer:
+        request = exchange(data, kind, bound, stream, levels)
+        inputs = [self._input(tensor, value) for tensor, value in request.inputs]
+        outputs = [self.client_module.InferRequestedOutput(tensor.name) for tensor in request.outputs]
         extra = self._timeout()
-        if kind == "h264":
-            stream = _stream(stream)
-            inputs.append(self._input(POSITION, np.array([stream.position], np.int64)))
-            extra.update(sequence_id=stream.id, sequence_start=stream.start)
-        result = self._infer(ROUTE_MODELS[kind], inputs, outputs, extra)
-        mask = result.as_numpy(MASK.name)  # checked by the runtime (check_answer), not converted: a wrong type fails
-        levels = result.as_numpy(NEXT_LEVELS.name) if kind == "stac" else None
-        return EdgeAnswer(mask[:size[0], :size[1]] if mask is not None and mask.ndim == 2 else mask, levels)
+        if request.stream is not None:
+            extra.update(sequence_id=request.stream.id, sequence_start=request.stream.start)
+        result = self._infer(request.model, inputs, outputs, extra)
+        # checked here and by the runtime (check_answer), not converted: a wrong type fails
+        next_levels = result.as_numpy(NEXT_LEVELS.name) if NEXT_LEVELS in request.outputs else None
+        return _answer(request, result.as_numpy(CODED_MASK.name), next_levels, size)
 
     def table_sets(self) -> list[str]:
         try:

@@ -15,8 +15,9 @@ import triton_python_backend_utils as pb_utils  # provided by the python backend
 
 from ..codec.bitstream import read_stac
 from ..codec.jpeg import decode_jpeg
+from ..codec.mask import encode_mask
 from ..codec.transform import pad_to_multiple
-from ..contract import BITSTREAM, BOUND, COEFFS, IMAGE, LEVELS, POSITION, TABLES
+from ..contract import BITSTREAM, BOUND, CODED_MASK, COEFFS, IMAGE, LEVELS, MASK, POSITION, TABLES
 from ..inference import check_bound, instance_threads, session
 from ..tables import TableSet
 from .streams import StreamDecoders
@@ -139,6 +140,20 @@ class H264Decode(JpegDecode):
         if ending:
             self.streams.end(stream)
         return outputs
+
+
+class MaskEncode:
+    """MASK uint8 [H, W] -> CODED_MASK (BYTES [1]): the answer as it crosses the network, a few hundred bytes."""
+
+    def initialize(self, args):
+        pass
+
+    def _handle(self, request):
+        mask = pb_utils.get_input_tensor_by_name(request, MASK.name).as_numpy()
+        return {CODED_MASK.name: np.array([encode_mask(mask)], dtype=object)}
+
+    def execute(self, requests):
+        return _serve(requests, self._handle)
 
 
 class OnnxModel:

@@ -3,12 +3,14 @@
 Models:
 - ``stac_decode`` (python): BITSTREAM BYTES [1] -> COEFFS, LEVELS, TABLES, BOUND (from the table sets it holds);
 - ``stac_head`` (ONNX): the STAC head;
-- ``stac`` (ensemble): BITSTREAM, optional BOUND -> MASK [8Hb, 8Wb], NEXT_LEVELS (selected against BOUND, default
-  the table set's B);
+- ``mask_encode`` (python): MASK -> CODED_MASK, the mask coded losslessly (stac.codec.mask); every ensemble ends
+  in it;
+- ``stac`` (ensemble): BITSTREAM, optional BOUND -> CODED_MASK (of MASK [8Hb, 8Wb]), NEXT_LEVELS (selected against
+  BOUND, default the table set's B);
 - ``segment`` (ONNX): IMAGE uint8 [H, W, 3] -> MASK;
-- ``jpeg_decode`` (python) and ``jpeg_segment`` (ensemble): BITSTREAM (baseline JPEG) -> MASK [H', W'];
+- ``jpeg_decode`` (python) and ``jpeg_segment`` (ensemble): BITSTREAM (baseline JPEG) -> CODED_MASK (of [H', W']);
 - ``h264_decode`` (python, stateful) and ``h264_segment`` (ensemble): one access unit of a device's keyframe stream
-  (BITSTREAM, POSITION INT64 [1]; the stream is the request's sequence ID, START with every IDR) -> MASK [H', W'].
+  (BITSTREAM, POSITION INT64 [1]; the stream is the request's sequence ID, START with every IDR) -> CODED_MASK.
 ``backend="onnxruntime"`` writes native onnxruntime-backend configs with GPU instances (NGC container);
 ``backend="python"`` wraps the same ONNX bytes in python models running onnxruntime (pip-installed server).
 """
@@ -22,16 +24,16 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from ..codec.bitstream import DEFAULT_MAX_PIXELS
-from ..contract import (H264_DECODE, H264_SEGMENT, HEAD_GRAPH, JPEG_DECODE, JPEG_SEGMENT, MODEL_INFO, MODELS,
-                        SEGMENT_GRAPH, SEGMENT_MODEL, SIGNATURES, STAC, STAC_DECODE, STAC_HEAD, TABLE_SETS_PARAMETER,
-                        Signature)
+from ..contract import (CODED_MASK, H264_DECODE, H264_SEGMENT, HEAD_GRAPH, JPEG_DECODE, JPEG_SEGMENT, MASK,
+                        MASK_ENCODE, MODEL_INFO, MODELS, NEXT_LEVELS, SEGMENT_GRAPH, SEGMENT_MODEL, SIGNATURES, STAC,
+                        STAC_DECODE, STAC_HEAD, TABLE_SETS_PARAMETER, Signature)
 from ..inference import model_info
 from ..tables import TableSet
 from .streams import MAX_STREAMS
 
 BACKENDS = ("python", "onnxruntime")
 ADAPTERS = {STAC_DECODE: "StacDecode", JPEG_DECODE: "JpegDecode", H264_DECODE: "H264Decode",
-            STAC_HEAD: "OnnxModel", SEGMENT_MODEL: "OnnxModel"}
+            MASK_ENCODE: "MaskEncode", STAC_HEAD: "OnnxModel", SEGMENT_MODEL: "OnnxModel"}
 GRAPHS = {STAC_HEAD: HEAD_GRAPH, SEGMENT_MODEL: SEGMENT_GRAPH}
 # The edge's defaults. 2048x2048 (twice the paper's 2048x1024): the selfie head's gradient pass peaks at 0.63 GB of
 # RSS there (0.38 GB at 2048x1024; 4096x4096 took 2.4 GB). 16 MB: at 2048x2048 even uniform noise, the worst case,
@@ -132,13 +134,17 @@ def write_repository(repo: str | Path, onnx_dir: str | Path, tables: TableSet, b
         else:
             config = model_config(name, "onnxruntime", kind="KIND_GPU" if gpu else "KIND_CPU", count=instances)
         _write(repo, config, files)
-    # an ensemble's own tensors keep their names; those between its steps are spelled in lower case
+    _write(repo, model_config(MASK_ENCODE, "python", count=instances), {"model.py": _adapter(MASK_ENCODE)})
+    # an ensemble's own tensors keep their names; those between its steps are spelled in lower case. Every
+    # ensemble ends in mask_encode: the mask crosses the network coded.
     coded = {name: name.lower() for name in SIGNATURES[STAC_DECODE].output_names}
+    mask = {MASK.name: MASK.name.lower()}
+    answer = (MASK_ENCODE, mask, _same([CODED_MASK.name]))
     _write(repo, ensemble_config(STAC, [(STAC_DECODE, _same(SIGNATURES[STAC_DECODE].input_names), coded),
-                                        (STAC_HEAD, coded, _same(SIGNATURES[STAC].output_names))]))
+                                        (STAC_HEAD, coded, {**mask, **_same([NEXT_LEVELS.name])}), answer]))
     for decoder, ensemble in ((JPEG_DECODE, JPEG_SEGMENT), (H264_DECODE, H264_SEGMENT)):
         image = {name: name.lower() for name in SIGNATURES[decoder].output_names}
         _write(repo, ensemble_config(ensemble, [(decoder, _same(SIGNATURES[decoder].input_names), image),
-                                                (SEGMENT_MODEL, image, _same(SIGNATURES[ensemble].output_names))]))
+                                                (SEGMENT_MODEL, image, mask), answer]))
     (repo / MODEL_INFO).write_text(json.dumps({**info, "backend": backend, "tables_id": tables.id.hex()}, indent=2))
     return repo

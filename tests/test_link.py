@@ -1,0 +1,141 @@
+"""The link model (stac.link) on known cases, and the runtime over it."""
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from device_runtime.cli import main as runtime_cli
+from device_runtime.runtime import Runtime, RuntimeConfig
+from stac.edge.client import LocalEdge
+from stac.link import LINKS, Link, LinkError, Trace
+from stac.tables import TableSet
+from stac.video import read_frames, sample_video
+
+
+def test_one_keyframe():
+    link = Link.parse("up=1M,down=2M,rtt=100ms")
+    t = link.exchange(capture=1.0, device_s=0.01, up_bytes=12500, edge_s=0.025, down_bytes=250)
+    # coded at 1.01, 100 ms on the uplink, 50 ms across, 25 ms at the edge, 1 ms down, 50 ms back
+    assert t.sent == pytest.approx(1.01) and t.at_edge == pytest.approx(1.16)
+    assert t.served == pytest.approx(1.185) and t.available == pytest.approx(1.236)
+    assert t.delay == pytest.approx(0.236)
+
+
+def test_a_queue_on_the_uplink_and_at_the_edge():
+    link = Link.parse("up=1M,down=inf,rtt=0ms")
+    first = link.exchange(0.0, 0.0, 15625, 0.2, 10)  # 125 ms on the uplink
+    assert link.up.backlog(0.05) == pytest.approx(0.075)
+    second = link.exchange(0.01, 0.0, 15625, 0.2, 10)  # waits for the first to leave
+    assert first.at_edge == pytest.approx(0.125) and second.at_edge == pytest.approx(0.25)
+    assert first.available == pytest.approx(0.325) and second.available == pytest.approx(0.525)  # edge queue
+    assert link.up.backlog(0.3) == 0
+
+
+def test_a_slow_downlink():
+    link = Link.parse("up=inf,down=100k,rtt=20ms")
+    t = link.exchange(0.0, 0.0, 1000, 0.0, 12500)  # a second to come back
+    assert t.at_edge == pytest.approx(0.01) and t.available == pytest.approx(1.02)
+
+
+def test_a_trace_delivers_a_packet_per_opportunity(tmp_path):
+    (tmp_path / "t").write_text("1\n2\n2\n3\n")  # four 1500-byte opportunities, repeating every 3 ms
+    trace = Trace.load(tmp_path / "t")
+    assert trace.mean_bps == pytest.approx(4 * 1500 * 8 / 0.003)
+    assert [trace.time(i) for i in range(6)] == pytest.approx([0.001, 0.002, 0.002, 0.003, 0.004, 0.005])
+    link = Link.parse(f"trace={tmp_path / 't'},down=inf,rtt=0ms")
+    assert link.up.bps == trace.mean_bps
+    assert link.exchange(0.0, 0.0, 3000, 0.0, 0).at_edge == pytest.approx(0.002)  # two packets: 1 and 2 ms
+    assert link.exchange(0.0, 0.0, 1, 0.0, 0).at_edge == pytest.approx(0.002)  # the second opportunity at 2 ms
+    assert link.exchange(0.0, 0.0, 4500, 0.0, 0).at_edge == pytest.approx(0.005)  # 3, 4 (=1+3), 5 ms
+    assert link.exchange(0.0101, 0.0, 1, 0.0, 0).at_edge == pytest.approx(0.011)  # idle until 10.1 ms: 11 = 2+3*3
+
+
+def test_jitter_delays_within_bounds_in_order_and_the_same_every_run():
+    def arrivals():
+        link = Link.parse("up=inf,down=inf,rtt=40ms,jitter=30ms")
+        return [link.exchange(i * gap, 0.0, 100, 0.0, 100).available for i in range(200)]
+
+    gap = 0.001  # closer than the jitter: a message waits for the one before
+    first = arrivals()
+    assert first == arrivals() and first == sorted(first)
+    gap = 0.1  # farther: each crossing's own delay
+    delays = np.array(arrivals()) - np.arange(200) * gap
+    assert (delays >= 0.04 - 1e-9).all() and (delays <= 0.1 + 1e-9).all() and delays.std() > 0.01
+
+
+def test_named_and_malformed_links(tmp_path):
+    assert Link.parse("lte").up.bps == 4e6 and Link.parse("lte").rtt == pytest.approx(0.06)
+    assert Link.parse("ideal").ideal and not Link.parse("wifi").ideal
+    assert set(LINKS) >= {"constrained", "lte", "wifi"}
+    assert Link.parse("up=2.5Mbps,down=500k,rtt=0.1s").down.bps == 5e5
+    assert math.isinf(Link.parse("up=inf,down=1G,rtt=800us").up.bps)
+    for bad, message in (("up=fast,down=1M,rtt=1ms", "up=fast: a rate"), ("up=1M,down=1M,rtt=60", "rtt=60: a time"),
+                         ("up=1M,down=1M", "no round-trip time"), ("down=1M,rtt=1ms", "no uplink rate"),
+                         ("up=1M,rtt=1ms", "no downlink rate"), ("up=1M,down=1M,rtt=1ms,loss=1%", "bad link item"),
+                         ("up=1M,up=2M,down=1M,rtt=1ms", "twice"), ("up=-1M,down=1M,rtt=1ms", "up=-1M"),
+                         (f"trace={tmp_path / 'none'},down=1M,rtt=1ms", "none"), ("lte2", "bad link item")):
+        with pytest.raises(LinkError, match=message):
+            Link.parse(bad)
+    (tmp_path / "bad").write_text("1\nx\n")
+    with pytest.raises(LinkError, match="whole number"):
+        Link.parse(f"trace={tmp_path / 'bad'},down=1M,rtt=1ms")
+
+
+@pytest.fixture(scope="module")
+def edge(exported):
+    return LocalEdge(exported("selfie"), TableSet.default())
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return list(read_frames(sample_video("carphone"), 30))
+
+
+def _run(edge, frames, **config):
+    runtime = Runtime(edge, edge.tables, frames[0].shape[:2], RuntimeConfig(**config))
+    results = [runtime.process(f) for f in frames]
+    runtime.close()
+    return runtime, results
+
+
+@pytest.mark.parametrize("codec", ["stac", "h264"])
+def test_an_infinite_link_is_sync(edge, frames, codec):
+    synced, expected = _run(edge, frames, codec=codec, sync=True)
+    linked, found = _run(edge, frames, codec=codec, link="up=inf,down=inf,rtt=0ms", device_ms=0, edge_ms=0)
+    assert [r.sent_bytes for r in found] == [r.sent_bytes for r in expected]
+    for a, b in zip(found, expected):
+        np.testing.assert_array_equal(a.mask, b.mask)
+    for key in ("uplink_bytes", "downlink_bytes", "wire_up_bytes", "wire_down_bytes", "answers"):
+        assert getattr(linked.stats, key) == getattr(synced.stats, key), key
+    assert linked.stats.downlink_bytes > 0 and linked.stats.delays_ms == [0.0] * linked.stats.answers
+
+
+def test_answers_arrive_when_the_link_delivers_them(edge, frames):
+    runtime, results = _run(edge, frames, link="lte", device_ms=5, edge_ms=25, every=1)
+    first = next(r.index for r in results if r.answered)
+    # the first keyframe (frame 0): 5 ms coding, its bytes at 4 Mbps, 30 ms, 25 ms at the edge, its answer, 30 ms
+    assert 90 < runtime.stats.delays_ms[0] < 130 and first == math.ceil(runtime.stats.delays_ms[0] / 1e3 * 30)
+    assert not any(r.answered for r in results[:first])
+    assert all(d >= 5 + 60 + 25 for d in runtime.stats.delays_ms)  # coding, the round trip and the edge at least
+    # every frame is a keyframe, but the uplink never holds more than a frame's worth: frames are skipped instead
+    assert runtime.stats.skipped_offloads > 0 and runtime.stats.offloaded + runtime.stats.skipped_offloads == 30
+    assert max(runtime.stats.delays_ms) < 250
+    summary = runtime.stats.summary()
+    assert summary["delay_p50_ms"] <= summary["delay_p95_ms"] <= summary["delay_p99_ms"]
+
+
+def test_the_cli_reports_real_time_and_refuses_bad_links(exported, tmp_path):
+    folder = exported("selfie")
+    args = ["run", "carphone", "--onnx-dir", str(folder), "--max-frames", "20", "--reference", "model"]
+    result = CliRunner().invoke(runtime_cli, args + ["--link", "lte", "--edge-ms", "25", "--report",
+                                                     str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    for key in ("delay_p50_ms", "delay_p95_ms", "up_kbps", "down_kbps", "downlink_kbps", "miou_vs_raw"):
+        assert key in result.output
+    for bad, message in ((["--link", "up=4M,rtt=60ms"], "no downlink rate"), (["--link", "up=4M,down=x,rtt=1ms"],
+                                                                               "down=x: a rate"),
+                         (["--link", "lte", "--sync"], "give one"), (["--edge-ms", "5"], "give --link too")):
+        result = CliRunner().invoke(runtime_cli, args + bad)
+        assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
