@@ -8,11 +8,14 @@ from pathlib import Path
 
 import click
 
-from device_runtime.runtime import PAPER_GATE_DB, SELECTIONS
+from device_runtime.runtime import PAPER_GATE_DB, SELECTIONS, RuntimeConfig
+from evaluation.methods import DEVICE_MS, EDGE_MS
 from stac.codec import make_codec
 from stac.commands import cli_errors, tables_option
 from stac.contract import HEAD_GRAPH, SEGMENT_GRAPH
 from stac.edge.client import EdgeError
+from stac.flow import PRESETS
+from stac.link import Link
 from stac.tables import TableSet
 from stac.video import parse_size, read_frames, resolve_source, sample_video, video_fps
 
@@ -138,7 +141,6 @@ def device(onnx_dir, video, size, max_frames, flow_widths, tables, selections, c
     against the local graphs, untimed) and replayed, each --edge-latency after its keyframe, as from another
     machine."""
     from stac.edge.client import LocalEdge
-    from device_runtime.runtime import RuntimeConfig
 
     from .device_bench import RecordedEdge, delay_frames, device_loop, dis_alone, keyframe_costs
     from .device_bench import format_timings as format_device
@@ -270,15 +272,26 @@ def fuzz(url, tables, requests, seed, timeout, pid) -> None:
 @click.option("--step", type=int, default=4, show_default=True,
               help="codec level: every STEP-th frame; the system level runs every frame of that span")
 @click.option("--levels", "levels_spec", default="codec,system", show_default=True,
-              help="comma-separated: codec, system, ablation (paper Fig. 6-8 and the gate threshold)")
+              help="comma-separated: codec, system, realtime (the device loop over each --link), ablation (paper Fig. "
+              "6-8 and the gate threshold)")
+@click.option("--link", "links", multiple=True, help="realtime level: a link, repeatable (up=4M,down=20M,rtt=60ms or a "
+              "named one; default: constrained, lte, wifi)")
+@click.option("--device-ms", type=float, default=DEVICE_MS, show_default=True,
+              help="realtime level: the device's coding time per keyframe")
+@click.option("--edge-ms", type=float, help="realtime level: the edge's time per keyframe (default: "
+              + ", ".join(f"{route} {ms:g}" for route, ms in EDGE_MS.items()) + ")")
+@click.option("--max-in-flight", type=int, default=RuntimeConfig.max_in_flight, show_default=True,
+              help="realtime level: keyframes awaiting answers at once")
+@click.option("--flow-width", type=int, default=RuntimeConfig.flow_width, show_default=True)
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=RuntimeConfig.preset, show_default=True)
 @click.option("--targets", default="0.95,0.97,0.98", show_default=True, help="mIoU targets of the comparison")
 @click.option("--methods", "methods_spec", help="comma-separated: only these methods (default: all of each level)")
 @click.option("--gate", type=float, default=PAPER_GATE_DB, show_default=True, help="PSNR gate (dB) of the system level")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("eval_out"),
               show_default=True, help="results.json, results.csv, figures, report.md")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="also write results here")
-def eval_command(sources, model_name, weights, onnx_dir, tables, labels, frames, step, levels_spec, targets,
-                 methods_spec, gate, out, json_path) -> None:
+def eval_command(sources, model_name, weights, onnx_dir, tables, labels, frames, step, levels_spec, links, device_ms,
+                 edge_ms, max_in_flight, flow_width, preset, targets, methods_spec, gate, out, json_path) -> None:
     """Rate vs accuracy of STAC, GRACE, JPEG and H.264 on SOURCEs (sample clip names, video files, image
     folders, Cityscapes or CamVid folders; default: the sample clips not used for calibration)."""
     import tempfile
@@ -288,9 +301,10 @@ def eval_command(sources, model_name, weights, onnx_dir, tables, labels, frames,
     from calibration.search import CalibrationError
     from stac.edge.client import LocalEdge
     from evaluation import report
-    from evaluation.clips import load_source
+    from evaluation.datasets import load_source
+    from evaluation.evaluate import DEFAULT_LINKS, evaluate, work
     from evaluation.methods import Context
-    from evaluation.run import EVAL_SOURCES, check_levels, evaluate, work
+    from evaluation.run import EVAL_SOURCES, check_levels
     from evaluation.scoring import Scorer
     from stac.inference import check_tables, model_info
 
@@ -306,6 +320,13 @@ def eval_command(sources, model_name, weights, onnx_dir, tables, labels, frames,
             check_levels(levels)
             if frames < 1 or step < 1:
                 raise ValueError("--frames and --step must be at least 1")
+            links = list(links or DEFAULT_LINKS)
+            if "realtime" not in levels and links != list(DEFAULT_LINKS):
+                raise ValueError("--link is for the realtime level: add it to --levels")
+            for spec in links:
+                Link.parse(spec)
+            RuntimeConfig(link=links[0], device_ms=device_ms, edge_ms=edge_ms, max_in_flight=max_in_flight,
+                          flow_width=flow_width, preset=preset)  # what the loop would refuse, before any work
             if onnx_dir is None:
                 from stac.models.to_onnx import export_model  # torch only when exporting here
 
@@ -326,16 +347,18 @@ def eval_command(sources, model_name, weights, onnx_dir, tables, labels, frames,
                 if warning:
                     click.echo(f"warning: {source.name}: {warning}", err=True)
             edge = LocalEdge(onnx_dir, tables)
-        ctx = Context(edge, tables, gate=gate)
+        ctx = Context(edge, tables, gate=gate, flow_width=flow_width, preset=preset, device_ms=device_ms,
+                      edge_ms=edge_ms, max_in_flight=max_in_flight)
         scorer = Scorer(edge.segment_session, len(info["classes"]))
-        with cli_errors(), click.progressbar(length=work(levels, ctx, loaded, only), label="evaluating",
+        with cli_errors(), click.progressbar(length=work(levels, ctx, loaded, only, links), label="evaluating",
                                              file=sys.stderr) as bar:
             evaluation = evaluate(ctx, scorer, loaded, model=info["name"], levels=levels, step=step,
                                   targets=goals, graph_region_blocks=info.get("region_blocks"), only=only,
-                                  tick=lambda: bar.update(1))
+                                  links=links, tick=lambda: bar.update(1))
     command = "stac-bench eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else "stac-bench eval"
     written = report.write(evaluation, goals, out, command)
     if json_path:
         json_path.write_text((out / "results.json").read_text())
+    click.echo(report.realtime_tables(evaluation, evaluation.main_source))
     click.echo(report.headline(evaluation, evaluation.main_source))
     click.echo(f"wrote {len(written)} files to {out} (report.md) in {time.perf_counter() - started:.0f} s")

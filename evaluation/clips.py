@@ -1,9 +1,5 @@
-"""What the evaluation runs on: clips of consecutive frames, grouped by the SOURCE they came from.
-
-A source is a sample clip name, a video file, a folder of images, or a dataset folder (Cityscapes, CamVid:
-see ``datasets``). A video or image folder gives one clip, its first ``frames x step`` frames; a dataset
-gives many short clips whose labelled frames are the ones scored.
-"""
+"""What the evaluation runs on: clips of consecutive frames, grouped by the SOURCE they came from (``datasets``
+loads them: a sample clip name, a video file, a folder of images, or a dataset folder)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,9 +7,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from device_runtime.sources import FOLDER_FPS
-from stac.video import IMAGE_SUFFIXES, read_frames, resolve_source, video_fps
 
 
 @dataclass
@@ -51,25 +44,3 @@ def read_label(path: Path, shape: tuple[int, int], lut: np.ndarray | None = None
     if label.shape != tuple(shape):
         raise ValueError(f"label {path} is {label.shape[1]}x{label.shape[0]}, its frame {shape[1]}x{shape[0]}")
     return lut[label] if lut is not None else label.astype(np.uint8)
-
-
-def load_source(spec: str, frames: int, step: int, labels: str | Path | None = None) -> Source:
-    """A SOURCE argument -> its clips; ``frames`` is how many frames (labelled frames, for datasets) are scored
-    at the codec level, each ``step`` apart."""
-    from .datasets import DATASETS  # the loaders import Clip from here
-
-    path = resolve_source(spec)
-    for dataset in DATASETS:
-        if dataset.detect(path):
-            if labels:
-                raise ValueError(f"{spec} is a {dataset.name} folder: its labels come with it (drop --labels)")
-            return Source(spec, dataset.load(path, frames, step))
-    fps = FOLDER_FPS if path.is_dir() else video_fps(path)
-    clip = Clip(Path(spec).stem or spec, list(read_frames(path, frames * step)), fps)
-    if labels:
-        files = sorted(p for p in Path(labels).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise ValueError(f"label folder {labels} holds no images")
-        shape = clip.frames[0].shape[:2]
-        clip.labels = {i: read_label(f, shape) for i, f in enumerate(files[:len(clip.frames)])}
-    return Source(clip.name, [clip])

@@ -1,4 +1,6 @@
-"""Folder loaders for the paper's labelled datasets, each giving clips whose labelled frames are scored.
+"""Where the evaluation's clips come from (``load_source``): a sample clip name, a video file, a folder of images,
+or a folder of one of the paper's labelled datasets, each giving clips whose labelled frames are scored. A video or
+image folder gives one clip, its first ``frames x step`` frames; a dataset many short clips.
 
 Cityscapes (paper VI-A): ``ROOT/leftImg8bit_sequence/SPLIT/CITY/CITY_SEQ_FRAME_leftImg8bit.png`` (30-frame
 snippets) and ``ROOT/gtFine/SPLIT/CITY/CITY_SEQ_FRAME_gtFine_labelIds.png`` for the 20th frame of each.
@@ -17,7 +19,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .clips import Clip, read_label
+from device_runtime.sources import FOLDER_FPS
+from stac.video import IMAGE_SUFFIXES, read_frames, resolve_source, video_fps
+
+from .clips import Clip, Source, read_label
 
 SPLITS = ("val", "test", "train")
 
@@ -110,3 +115,23 @@ class CamVid:
 
 
 DATASETS = (Cityscapes, CamVid)
+
+
+def load_source(spec: str, frames: int, step: int, labels: str | Path | None = None) -> Source:
+    """A SOURCE argument -> its clips; ``frames`` is how many frames (labelled frames, for datasets) are scored
+    at the codec level, each ``step`` apart."""
+    path = resolve_source(spec)
+    for dataset in DATASETS:
+        if dataset.detect(path):
+            if labels:
+                raise ValueError(f"{spec} is a {dataset.name} folder: its labels come with it (drop --labels)")
+            return Source(spec, dataset.load(path, frames, step))
+    fps = FOLDER_FPS if path.is_dir() else video_fps(path)
+    clip = Clip(Path(spec).stem or spec, list(read_frames(path, frames * step)), fps)
+    if labels:
+        files = sorted(p for p in Path(labels).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"label folder {labels} holds no images")
+        shape = clip.frames[0].shape[:2]
+        clip.labels = {i: read_label(f, shape) for i, f in enumerate(files[:len(clip.frames)])}
+    return Source(clip.name, [clip])

@@ -4,8 +4,11 @@ Codec level (paper Fig. 5): each listed frame is coded and segmented at the edge
 IPPP stream over them). System level (paper Table I): the real device loop (`Runtime`, synchronous) with
 the PSNR gate (or a fixed interval) deciding which frames are offloaded, their keyframes coded frame by frame
 (STAC, GRACE, JPEG) or as one inter-coded stream (H.264), or, for H.264 as the paper runs it, every frame
-streamed and segmented. The edge is the deployed one, in process: STAC bitstreams go through the
-STAC head (its MASK and NEXT_LEVELS), every other stream is decoded and run through the SEGMENT graph.
+streamed and segmented. Real time: the same device loop over a link (`Context.link`, stac.link), each mask the
+one the device shows at its frame's capture time, H.264 every frame included (the loop with a keyframe every
+frame). The edge is the deployed one, in process: STAC bitstreams go through the STAC head (its MASK and
+NEXT_LEVELS), every other stream is decoded and run through the SEGMENT graph; every answer is coded as the edge
+codes it (stac.codec.mask) and counted.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import numpy as np
 
 from device_runtime.runtime import PAPER_GATE_DB, Runtime, RuntimeConfig
 from stac.codec import StacCodec, make_codec
+from stac.codec.mask import encode_mask
 from stac.allocate import boundary_levels
 from stac.edge.client import EdgeAnswer, LocalEdge
 from stac.flow import Flow, compose, identity_map, processing_size, warp, warp_levels
@@ -39,11 +43,15 @@ class Setting:
 @dataclass
 class Coded:
     """What one method sent for one clip at one setting, and the masks the user got."""
-    bytes: int  # everything that crossed the network (bitstreams with their headers and level maps)
+    bytes: int  # the keyframes' bytes (bitstreams with their headers and level maps)
     frames: int  # frames the rate is spread over: coded frames (codec level), all frames (system level)
     offloaded: int
     masks: dict[int, np.ndarray]  # scored frame index -> class ids [H, W]
     sizes: list[int] = field(default_factory=list)  # bytes of each offloaded frame, in order
+    downlink: int = 0  # the answers' bytes (coded masks, and next levels where asked for)
+    wire_up: int = 0  # device loop: everything that crossed the network each way (stac.edge.wire)
+    wire_down: int = 0
+    delays_ms: list[float] = field(default_factory=list)  # over a link: capture to answer available
 
 
 # STAC at one level everywhere is swept through its knob, the loss bound of each request, over a set of the
@@ -52,6 +60,15 @@ class Coded:
 # far below B / r_max, so nearly every region takes the set's coarsest level whatever the bound): it is swept
 # the way the paper sets its rate, over sets calibrated around each bound (`Context.centred`).
 SWEEP_SPAN = 64.0
+
+
+# Real time: what the device and the edge take per keyframe, the same in every run (so runs are deterministic). The
+# device's coding time, of the order of a keyframe's encode at the evaluation clips' sizes on the 2-core machine
+# (H.264 P-frame or STAC at 720x528: 10-25 ms; docs/runtime.md); the edge's, a GPU edge: on an H200 SEGMENT took
+# 9.9 ms and the STAC head 21.8 ms at 2048x1024 (docs/edge.md), so 25 ms for decoding and segmenting a frame and
+# 2.2 times that for the head.
+DEVICE_MS = 10.0
+EDGE_MS = {"stac": 55.0, "jpeg": 25.0, "h264": 25.0}
 
 
 @dataclass
@@ -64,6 +81,10 @@ class Context:
     preset: str = RuntimeConfig.preset
     levels: int | None = None  # ablations: another number of levels
     region_blocks: int | None = None  # ablations: another region size
+    link: str | None = None  # real time over this link (stac.link); None: every answer at once (--sync)
+    device_ms: float = DEVICE_MS
+    edge_ms: float | None = None  # one edge time for every route (None: EDGE_MS)
+    max_in_flight: int = RuntimeConfig.max_in_flight
     _sweep: dict = field(default_factory=dict)
 
     def _rebuilt(self, bound: float, span: float, fraction: float) -> TableSet:
@@ -117,14 +138,15 @@ class Plain(Method):
     def run(self, ctx, clip, indices, scored, setting):
         codec = make_codec(setting.spec, ctx.sweep_tables())
         codec.reset()
-        sizes, masks = [], {}
+        sizes, masks, down = [], {}, 0
         for i in indices:
             data = codec.encode(clip.frames[i])
             sizes.append(len(data))
-            decoded = codec.decode(data)
+            mask = ctx.edge.segment_session.run(codec.decode(data))
+            down += len(encode_mask(mask))
             if i in scored:
-                masks[i] = ctx.edge.segment_session.run(decoded)
-        return Coded(sum(sizes), len(indices), len(indices), masks, sizes)
+                masks[i] = mask
+        return Coded(sum(sizes), len(indices), len(indices), masks, sizes, down)
 
 
 class Stac(Method):
@@ -132,23 +154,25 @@ class Stac(Method):
     subclasses choose each frame's level map (at one level everywhere: the level of the bound)."""
 
     centred = False  # swept over sets calibrated around each bound instead of the knob
+    closed_loop = False  # the next frame's levels come from the answer's NEXT_LEVELS (which it then carries)
 
     def run(self, ctx, clip, indices, scored, setting):
         h, w = clip.frames[0].shape[:2]
         tables, bound = ctx.operating_point(setting, self.centred)
         codec = StacCodec(tables, None if bound is None else tables.level_for(bound))
         edge = ctx.edge.with_tables(tables)
-        sizes, masks, previous = [], {}, None
+        sizes, masks, previous, down = [], {}, None, 0
         for i in indices:
             frame = clip.frames[i]
             levels = self.levels(ctx, codec, edge, clip, i, previous, bound)
             data = codec.encode_levels(frame, levels)
-            answer = edge.segment(data, "stac", (h, w), bound)
+            answer = edge.segment(data, "stac", (h, w), bound, levels=self.closed_loop)
             sizes.append(len(data))
+            down += answer.payload
             if i in scored:
                 masks[i] = answer.mask
             previous = (i, answer)
-        return Coded(sum(sizes), len(indices), len(indices), masks, sizes)
+        return Coded(sum(sizes), len(indices), len(indices), masks, sizes, down)
 
     def levels(self, ctx: Context, codec: StacCodec, edge: LocalEdge, clip: Clip, index: int,
                previous: tuple[int, EdgeAnswer] | None, bound: float | None) -> np.ndarray:
@@ -166,6 +190,7 @@ class StacClosedLoop(Stac):
     the previous coded frame, carried to frame k by DIS flow; the first frame at one level (Algorithm 2)."""
 
     centred = True
+    closed_loop = True
 
     def levels(self, ctx, codec, edge, clip, index, previous, bound):
         if previous is None:
@@ -238,9 +263,12 @@ class Gated(Method):
 
     def run(self, ctx, clip, indices, scored, setting):
         tables, bound = ctx.operating_point(setting, self.selection == "paper")
-        config = RuntimeConfig(psnr=setting.gate or ctx.gate, every=setting.every, target=setting.target, sync=True,
+        route = make_codec(setting.spec, tables).route
+        timing = dict(link=ctx.link, device_ms=ctx.device_ms, edge_ms=ctx.edge_ms if ctx.edge_ms is not None
+                      else EDGE_MS[route]) if ctx.link else dict(sync=True)
+        config = RuntimeConfig(psnr=setting.gate or ctx.gate, every=setting.every, target=setting.target,
                                codec=setting.spec, selection=self.selection, bound=bound, flow_width=ctx.flow_width,
-                               preset=ctx.preset)
+                               preset=ctx.preset, fps=clip.fps, max_in_flight=ctx.max_in_flight, **timing)
         runtime = Runtime(ctx.edge.with_tables(tables), tables, clip.frames[0].shape[:2], config)
         sizes, masks = [], {}
         for i in indices:
@@ -250,6 +278,8 @@ class Gated(Method):
             if i in scored:
                 masks[i] = result.mask
         runtime.close()
-        if runtime.stats.edge_errors:
-            raise RuntimeError(f"{self.name} {setting.label} on {clip.name}: {runtime.stats.edge_errors} edge errors")
-        return Coded(runtime.stats.uplink_bytes, len(indices), runtime.stats.offloaded, masks, sizes)
+        stats = runtime.stats
+        if stats.edge_errors:
+            raise RuntimeError(f"{self.name} {setting.label} on {clip.name}: {stats.edge_errors} edge errors")
+        return Coded(stats.uplink_bytes, len(indices), stats.offloaded, masks, sizes, stats.downlink_bytes,
+                     stats.wire_up_bytes, stats.wire_down_bytes, stats.delays_ms if ctx.link else [])

@@ -6,11 +6,16 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from .frontier import common_accuracy, curves, pareto, rate_at
-from .run import COMMON_MARGIN, Evaluation
+from stac.link import Link
 
-POINT_COLUMNS = ["level", "method", "setting", "source", "bytes", "frames", "bytes_per_frame", "kbps",
-                 "offloaded_fps", "miou", "fg_iou"]
+from .frontier import common_accuracy, curves, pareto, rate_at
+from .realtime import BASELINE, MARGINS
+from .run import COMMON_MARGIN, Evaluation
+from .scoring import STABLE
+
+POINT_COLUMNS = ["level", "link", "method", "setting", "source", "bytes", "frames", "bytes_per_frame", "kbps",
+                 "downlink_kbps", "up_kbps", "down_kbps", "total_kbps", "offloaded_fps", "edge_fps", "miou", "fg_iou",
+                 "realtime_miou", "delay_p50_ms", "delay_p95_ms", "delay_p99_ms"]
 STYLE = {"stac": ("C3", "o"), "stac-oracle": ("C1", "^"), "stac-uniform": ("C5", "v"), "grace": ("C0", "s"),
          "jpeg": ("C2", "D"), "h264": ("C7", "x"), "stac-h264": ("C4", "P"), "stac-h264-target": ("C6", "X"),
          "h264-keyframes": ("C8", "*"), "stac-h264-boundary": ("C9", "p")}
@@ -153,6 +158,101 @@ def _savings_table(rows: list[dict], level: str, source: str, subject: str) -> l
     return lines + [""]
 
 
+def _kbps(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def realtime_tables(evaluation: Evaluation, source: str) -> str:
+    """Markdown, per link: each method's best real-time mIoU and what it costs; then every method against H.264
+    streaming every frame, MARGINS below the best that baseline reaches on the link."""
+    lines = []
+    rows = [r for r in evaluation.realtime if r["source"] == source]
+    for link in dict.fromkeys(r["link"] for r in rows):
+        best = [r for r in rows if r["link"] == link and r["kind"] == "best"]
+        lines += [f"**Real time, link `{link}`** ({source}): the mask shown at each frame's capture time; each "
+                  f"method's most accurate setting", "",
+                  "| method | real-time mIoU | setting | up Kbps | down Kbps | delay p50 / p95 ms | edge fps |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['method']} | {r['realtime_miou']:.4f} | {r['setting']} | {r['up_kbps']:.1f} | "
+                  f"{r['down_kbps']:.1f} | {_ms(r['delay_p50_ms'])} / {_ms(r['delay_p95_ms'])} | {r['edge_fps']:.1f} |"
+                  for r in sorted(best, key=lambda r: -r["realtime_miou"])]
+        targets = [r for r in rows if r["link"] == link and r["kind"] == "target"]
+        if targets:
+            goals = list(dict.fromkeys((r["margin"], r["target"]) for r in targets))
+            lines += ["", f"Total Kbps (up + down) needed at {BASELINE}'s best real-time mIoU less "
+                      + " and ".join(f"{m:g}" for m, _ in goals) + f"; saving against {BASELINE}; at the cheapest "
+                      f"setting that gets there, edge inferences as a share of {BASELINE}'s and p95 delay", "",
+                      "| method | " + " | ".join(f"mIoU {t:.3f}" for _, t in goals) + " |",
+                      "| --- |" + " --- |" * len(goals)]
+            for method in dict.fromkeys(r["method"] for r in targets):
+                cells = []
+                for margin, _ in goals:
+                    r = next(x for x in targets if x["method"] == method and x["margin"] == margin)
+                    if r["total_kbps"] is None:
+                        cells.append(r["status"])
+                        continue
+                    share = "" if r["edge_share"] is None else f", edge {r['edge_share']:.0%}"
+                    cells.append(f"{r['total_kbps']:.1f}" + ("" if r["saving"] is None or method == BASELINE else
+                                                             f" ({r['saving']:+.1%})") + share
+                                 + f", p95 {_ms(r['delay_p95_ms'])} ms")
+                lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def stability_table(evaluation: Evaluation) -> str:
+    """Markdown: the model's own masks of raw frames t and t + d, per source, flagging sources below STABLE."""
+    if not evaluation.stability:
+        return ""
+    distances = list(dict.fromkeys(d for values in evaluation.stability.values() for d in values))
+    lines = ["**Reference stability**: mIoU of the model's masks of raw frames t and t + d (confusion pooled). On a "
+             f"source below {STABLE:g} at t+1 the model flickers more than the accuracies compared differ: a target "
+             "above its stability measures the model, not the method, since every method that carries a mask (all "
+             "do, under a real delay) is capped near it.", "",
+             "| source | " + " | ".join(distances) + " | |", "| --- |" + " --- |" * (len(distances) + 1)]
+    for source, values in evaluation.stability.items():
+        flag = f"below {STABLE:g}: targets above it measure the model" if values.get("t+1", 1.0) < STABLE else ""
+        lines.append(f"| {source} | " + " | ".join(f"{values[d]:.4f}" if d in values else "-" for d in distances)
+                     + f" | {flag} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_realtime(points: Sequence[dict], source: str, path: Path) -> bool:
+    """Real-time mIoU (each method's best) against the link's uplink rate, one panel per RTT; False if no link."""
+    best: dict[tuple[float, str], dict[float, float]] = {}
+    for p in points:
+        if p["level"] == "realtime" and p["source"] == source:
+            link = Link.parse(p["link"])
+            series = best.setdefault((link.rtt, p["method"]), {})
+            series[link.up.bps] = max(series.get(link.up.bps, 0.0), p["realtime_miou"])
+    if not best:
+        return False
+    plt = _plt()
+    rtts = sorted({rtt for rtt, _ in best})
+    fig, axes = plt.subplots(1, len(rtts), figsize=(4.5 * len(rtts), 4), squeeze=False, sharey=True)
+    for ax, rtt in zip(axes[0], rtts):
+        for (r, method), series in best.items():
+            if r == rtt:
+                colour, marker = STYLE.get(method, ("k", "."))
+                rates = sorted(series)
+                ax.plot([x / 1e6 for x in rates], [series[x] for x in rates], color=colour, marker=marker,
+                        label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel("uplink Mbps")
+        ax.set_title(f"RTT {rtt * 1e3:g} ms")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel(f"best real-time mIoU ({source})")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def table1(evaluation: Evaluation, target: float, source: str) -> str:
     """Markdown, paper Table I style: each method's cheapest system-level setting reaching ``target``, or the
     highest accuracy every method reaches when that is lower (methods compared at one accuracy)."""
@@ -161,16 +261,17 @@ def table1(evaluation: Evaluation, target: float, source: str) -> str:
         return ""
     target = min(target, common_accuracy(curves(points), COMMON_MARGIN))
     rows = [f"**Table I** ({source}): each method's cheapest measured system-level setting with mIoU >= {target:g}",
-            "", "| method | setting | Kbps | mIoU | fg IoU | offloaded fps |", "| --- | --- | --- | --- | --- | --- |"]
+            "", "| method | setting | Kbps (keyframes) | answers Kbps | mIoU | fg IoU | offloaded fps |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
     for method in dict.fromkeys(p["method"] for p in points):
         reached = [p for p in points if p["method"] == method and p["miou"] >= target]
         if not reached:
-            rows.append(f"| {method} | unreached | | | | |")
+            rows.append(f"| {method} | unreached | | | | | |")
             continue
         p = min(reached, key=lambda p: p["kbps"])
         fg = f"{p['fg_iou']:.4f}" if "fg_iou" in p else ""
-        rows.append(f"| {method} | {p['setting']} | {p['kbps']:.1f} | {p['miou']:.4f} | {fg} | "
-                    f"{p['offloaded_fps']:.2f} |")
+        rows.append(f"| {method} | {p['setting']} | {p['kbps']:.1f} | {p['downlink_kbps']:.1f} | {p['miou']:.4f} | "
+                    f"{fg} | {p['offloaded_fps']:.2f} |")
     return "\n".join(rows) + "\n"
 
 
@@ -240,16 +341,23 @@ def write(evaluation: Evaluation, targets: Sequence[float], out: Path, command: 
             plot_bars(groups, target, f"{level} level, {main_source}: Kbps at mIoU {target:g}", path)
             figures.append((f"Kbps at mIoU {target:g}, {level} level", path))
     figures += plot_ablations(evaluation.ablations, targets, out)
-    timing = "\n".join(f"| {t['level']} | {t['source']} | {t['seconds']:.0f} |" for t in evaluation.timing)
+    if plot_realtime(evaluation.points, main_source, out / "realtime.png"):
+        figures.append((f"Real-time mIoU against the uplink, {main_source}", out / "realtime.png"))
+    timing = "\n".join(f"| {t['level']}{' over ' + t['link'] if t.get('link') else ''} | {t['source']} | "
+                       f"{t['seconds']:.0f} |" for t in evaluation.timing)
     text = [f"# STAC evaluation: {evaluation.model}", "",
             f"Made by `{command}`. Sources: {', '.join(evaluation.sources)}. Accuracy: mIoU against "
             + ("labels." if evaluation.reference == "labels" else "the model's masks on the raw frames."), "",
+            realtime_tables(evaluation, main_source), stability_table(evaluation),
             headline(evaluation, main_source), table1(evaluation, targets[len(targets) // 2], main_source),
             ablation_tables(evaluation.ablations, targets),
             "Rates come from each method's Pareto frontier (log Kbps, linear in mIoU between settings); "
-            "`unreached`: no setting got there; `below-sweep`: even the cheapest setting was more accurate.", ""]
-    if main_source == "pooled" and evaluation.savings:
-        text += ["## Per source", ""] + [headline(evaluation, s) for s in sources if s != "pooled"]
+            "`unreached`: no setting got there; `below-sweep`: even the cheapest setting was more accurate. Kbps at "
+            "the codec and system levels count the keyframes (the paper's uplink); answers Kbps the coded masks that "
+            "come back; at the real-time level every byte both ways, the protocol's messages included.", ""]
+    if main_source == "pooled" and (evaluation.savings or evaluation.realtime):
+        text += ["## Per source", ""] + [realtime_tables(evaluation, s) + headline(evaluation, s)
+                                         for s in sources if s != "pooled"]
     text += [f"## {title}\n\n![{title}]({path.name})\n" for title, path in figures]
     text += ["## Time", "", "| level | source | seconds |", "| --- | --- | --- |", timing, ""]
     (out / "report.md").write_text("\n".join(text))

@@ -1,4 +1,4 @@
-"""The evaluation: sweeps of every method on every source, pooled, compared at equal accuracy."""
+"""Sweeps of every method on every source, pooled, compared at equal accuracy (evaluate.py runs the levels)."""
 from __future__ import annotations
 
 import time
@@ -18,7 +18,8 @@ from .methods import (SWEEP_SPAN, Coded, Context, Gated, Method, Plain, Setting,
 from .scoring import Scorer, accuracy
 
 EVAL_SOURCES = ("carphone", "megamind", "vtest")  # disjoint from calibration's (bikes, bigbuckbunny)
-LEVELS = ("codec", "system")  # the default run; "ablation" adds the paper's Fig. 6-8
+LEVELS = ("codec", "system")  # the default run; "realtime" adds the device loop over links, "ablation" Fig. 6-8
+SWEPT = ("codec", "system", "realtime")  # the levels whose methods are swept
 TARGETS = (0.95, 0.97, 0.98)
 COMMON_MARGIN = 0.005
 # Sweeps, the same for every clip; every method gets 13-16 settings a similar step apart (a factor 1.3-1.4 in
@@ -83,7 +84,7 @@ def methods(level: str, ctx: Context, only: Sequence[str] | None = None) -> list
 
 
 def method_names(levels: Sequence[str], ctx: Context) -> set[str]:
-    return {m.name for level in levels if level in LEVELS for m in _methods(level, ctx)}
+    return {m.name for level in levels if level in SWEPT for m in _methods(level, ctx)}
 
 
 def _methods(level: str, ctx: Context) -> list[Method]:
@@ -105,7 +106,15 @@ def _methods(level: str, ctx: Context) -> list[Method]:
                 Gated("grace", grace_settings()), Gated("jpeg", jpeg_settings(("420",))),
                 Gated("h264-keyframes", h264_settings(intervals=KEYFRAME_INTERVALS), "uniform"),
                 Plain("h264", h264_settings())]
-    raise ValueError(f"unknown level {level!r} (known: {', '.join(LEVELS)})")
+    if level == "realtime":  # every method through the device loop over the link; H.264 every frame as its loop
+        shipped = ROUTE_DEFAULTS["stac"].selection
+        return [Gated(stac_name(shipped), stac_settings(gates=GATES), shipped),
+                Gated("stac-h264", h264_settings(gates=GATES), "uniform"),
+                Gated("stac-h264-boundary", h264_settings(gates=GATES), "boundary"),
+                Gated("grace", grace_settings()), Gated("jpeg", jpeg_settings(("420",))),
+                Gated("h264-keyframes", h264_settings(intervals=KEYFRAME_INTERVALS), "uniform"),
+                Gated("h264", h264_settings(intervals=(1,)), "uniform")]
+    raise ValueError(f"unknown level {level!r} (known: {', '.join(SWEPT)})")
 
 
 @dataclass
@@ -115,6 +124,10 @@ class Tally:
     frames: int = 0
     seconds: float = 0.0  # video time the frames span
     offloaded: int = 0
+    downlink: int = 0
+    wire_up: int = 0
+    wire_down: int = 0
+    delays_ms: list[float] = field(default_factory=list)
     confusion: np.ndarray | None = None
 
     def add(self, coded: Coded, fps: float, confusion: np.ndarray) -> None:
@@ -122,13 +135,29 @@ class Tally:
         self.frames += coded.frames
         self.seconds += coded.frames / fps
         self.offloaded += coded.offloaded
+        self.downlink += coded.downlink
+        self.wire_up += coded.wire_up
+        self.wire_down += coded.wire_down
+        self.delays_ms += coded.delays_ms
         self.confusion = confusion.copy() if self.confusion is None else self.confusion + confusion
 
-    def point(self, level: str, method: str, setting: str, source: str) -> dict:
-        return {"level": level, "method": method, "setting": setting, "source": source,
-                "bytes": self.bytes, "frames": self.frames, "bytes_per_frame": self.bytes / self.frames,
-                "kbps": self.bytes * 8 / 1e3 / self.seconds, "offloaded_fps": self.offloaded / self.seconds,
-                **accuracy(self.confusion)}
+    def point(self, level: str, method: str, setting: str, source: str, link: str | None = None) -> dict:
+        """kbps: the keyframes' bytes (the uplink's payload), downlink_kbps: the answers'; at the system and real-time
+        levels also everything each way (up_kbps, down_kbps, their messages included) and total_kbps, both ways;
+        over a link the answers' delays and what the device showed at capture time (realtime_miou)."""
+        kbps = 8 / 1e3 / self.seconds
+        point = {"level": level, "method": method, "setting": setting, "source": source,
+                 "bytes": self.bytes, "frames": self.frames, "bytes_per_frame": self.bytes / self.frames,
+                 "kbps": self.bytes * kbps, "downlink_kbps": self.downlink * kbps,
+                 "offloaded_fps": self.offloaded / self.seconds, **accuracy(self.confusion)}
+        if self.wire_up:
+            point.update(up_kbps=self.wire_up * kbps, down_kbps=self.wire_down * kbps,
+                         total_kbps=(self.wire_up + self.wire_down) * kbps, edge_fps=self.offloaded / self.seconds)
+        if link is not None:
+            p50, p95, p99 = (float(v) for v in np.percentile(self.delays_ms, (50, 95, 99))) if self.delays_ms \
+                else (None, None, None)
+            point.update(link=link, realtime_miou=point["miou"], delay_p50_ms=p50, delay_p95_ms=p95, delay_p99_ms=p99)
+        return point
 
 
 def main_source(names: Sequence[str]) -> str:
@@ -145,6 +174,8 @@ class Evaluation:
     savings: list[dict] = field(default_factory=list)
     timing: list[dict] = field(default_factory=list)  # seconds per source and level
     ablations: dict = field(default_factory=dict)
+    realtime: list[dict] = field(default_factory=list)  # the real-time comparison per link (realtime.py)
+    stability: dict[str, dict[str, float]] = field(default_factory=dict)  # source -> the model's own flicker
     # codec level: source -> (method, setting) -> each clip's frames, for the bootstrap (not written out)
     samples: dict[str, dict[tuple[str, str], list[FrameSamples]]] = field(default_factory=dict)
 
@@ -154,22 +185,15 @@ class Evaluation:
 
     def to_json(self) -> dict:
         return {"model": self.model, "sources": self.sources, "reference": self.reference, "points": self.points,
-                "savings": self.savings, "timing": self.timing, "ablations": self.ablations}
+                "savings": self.savings, "realtime": self.realtime, "stability": self.stability,
+                "timing": self.timing, "ablations": self.ablations}
 
 
 def check_levels(levels: Sequence[str]) -> None:
-    unknown = set(levels) - {*LEVELS, "ablation"}
+    unknown = set(levels) - {*SWEPT, "ablation"}
     if unknown or not levels:
-        raise ValueError(f"unknown level {', '.join(sorted(unknown)) or '(none)'} (known: codec, system, ablation)")
-
-
-def work(levels: Sequence[str], ctx: Context, sources: Sequence[Source], only: Sequence[str] | None = None) -> int:
-    """Units of progress (``tick`` calls) of an evaluation: one per method, setting and clip."""
-    from .ablations import work as ablation_work
-
-    clips = sum(len(s.clips) for s in sources)
-    return sum(ablation_work(ctx, sources) if level == "ablation"
-               else sum(len(m.settings) for m in methods(level, ctx, only)) * clips for level in levels)
+        raise ValueError(f"unknown level {', '.join(sorted(unknown)) or '(none)'} (known: codec, system, realtime, "
+                         f"ablation)")
 
 
 def sweep(level: str, method_list: Sequence[Method], ctx: Context, scorer: Scorer, sources: Sequence[Source],
@@ -182,13 +206,14 @@ def sweep(level: str, method_list: Sequence[Method], ctx: Context, scorer: Score
     points, timing = [], []
     pooled: dict[tuple[str, str], Tally] = {}
     headline = main_source([s.name for s in sources])
+    link = ctx.link if level == "realtime" else None
     for source in sources:
         started = time.perf_counter()
         for method in method_list:
             for setting in method.settings:
                 tally = Tally()
                 for clip in source.clips:
-                    indices = list(range(len(clip.frames))) if level == "system" else clip.sample(step)
+                    indices = list(range(len(clip.frames))) if level != "codec" else clip.sample(step)
                     scored = clip.scored(indices)
                     coded = method.run(ctx, clip, indices, set(scored), setting)
                     per_frame = np.stack([scorer.confusion(clip, {i: coded.masks[i]}) for i in scored])
@@ -201,10 +226,11 @@ def sweep(level: str, method_list: Sequence[Method], ctx: Context, scorer: Score
                     tally.add(coded, clip.fps, confusion)
                     pooled.setdefault((method.name, setting.label), Tally()).add(coded, clip.fps, confusion)
                     tick()
-                points.append(tally.point(level, method.name, setting.label, source.name))
-        timing.append({"level": level, "source": source.name, "seconds": time.perf_counter() - started})
+                points.append(tally.point(level, method.name, setting.label, source.name, link))
+        timing.append({"level": level, "source": source.name, "seconds": time.perf_counter() - started,
+                       **({"link": link} if link else {})})
     if headline == "pooled":
-        points += [tally.point(level, method, setting, "pooled") for (method, setting), tally in pooled.items()]
+        points += [tally.point(level, method, setting, "pooled", link) for (method, setting), tally in pooled.items()]
     return points, timing
 
 
@@ -214,7 +240,8 @@ def compare(evaluation: Evaluation, targets: Sequence[float], rate_key: str = "k
     methods are also compared COMMON_MARGIN below the highest accuracy every method reaches, so each level has a
     like-for-like row; at the cap itself +-0.002 of noise in mIoU would decide the rates. Codec-level savings
     of `stac` get a frame-bootstrap interval (`bootstrap.py`)."""
-    for level, source in dict.fromkeys((p["level"], p["source"]) for p in evaluation.points):
+    for level, source in dict.fromkeys((p["level"], p["source"]) for p in evaluation.points
+                                       if p["level"] != "realtime"):  # compared by realtime.py
         groups = curves((p for p in evaluation.points if p["level"] == level and p["source"] == source), rate_key)
         common = common_accuracy(groups, COMMON_MARGIN)
         compared = sorted({*targets, common} if common < min(targets) else set(targets))
@@ -234,34 +261,3 @@ def compare(evaluation: Evaluation, targets: Sequence[float], rate_key: str = "k
                         "status_other": other.status, "saving": saving(mine.rate, other.rate),
                         "saving_low": interval.get("low"), "saving_high": interval.get("high"),
                         "reached": interval.get("reached")})
-
-
-def evaluate(ctx: Context, scorer: Scorer, sources: Sequence[Source], *, model: str, levels: Sequence[str] = LEVELS,
-             step: int = 4, targets: Sequence[float] = TARGETS, graph_region_blocks: int | None = None,
-             only: Sequence[str] | None = None, tick: Callable[[], None] = lambda: None) -> Evaluation:
-    """The whole evaluation: ``levels`` among codec, system and ablation; at the codec and system levels the
-    methods named in ``only`` (default: all)."""
-    from .ablations import run_ablations  # the ablations build on the sweeps above
-
-    labelled = [s.labelled for s in sources]
-    if any(labelled) and not all(labelled):
-        raise ValueError("some sources have labels and some do not: evaluate them in separate runs")
-    check_levels(levels)
-    unknown = set(only or ()) - method_names(levels, ctx)
-    if unknown:
-        raise ValueError(f"unknown method {', '.join(sorted(unknown))} at levels {', '.join(levels)} (known: "
-                         f"{', '.join(sorted(method_names(levels, ctx)))})")
-    evaluation = Evaluation(model, [s.name for s in sources], "labels" if all(labelled) else "raw")
-    for level in levels:
-        if level == "ablation":
-            started = time.perf_counter()
-            evaluation.ablations = run_ablations(ctx, scorer, sources, step,
-                                                 graph_region_blocks or ctx.tables.region_blocks, tick)
-            evaluation.timing.append({"level": level, "source": "all", "seconds": time.perf_counter() - started})
-            continue
-        points, timing = sweep(level, methods(level, ctx, only), ctx, scorer, sources, step, tick,
-                               evaluation.samples if level == "codec" else None)
-        evaluation.points += points
-        evaluation.timing += timing
-    compare(evaluation, targets)
-    return evaluation

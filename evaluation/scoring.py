@@ -8,6 +8,12 @@ from stac.metrics import confusion_matrix, miou
 
 from .clips import Clip
 
+STABILITY_DISTANCES = (1, 4, 8)  # frames apart
+# Below this, the model's own masks of neighbouring frames disagree more than the accuracies compared: a target
+# above a source's stability measures the model's flicker, not the method (every method that carries a mask, as
+# all do under a real delay, is capped near it)
+STABLE = 0.95
+
 
 class Scorer:
     """Reference masks (labels, else the model's mask on the raw frame, computed once per frame) and the
@@ -43,4 +49,18 @@ def accuracy(confusion: np.ndarray) -> dict[str, float]:
         tp = float(confusion[1, 1])
         union = float(confusion[1].sum() + confusion[:, 1].sum()) - tp
         out["fg_iou"] = tp / union if union else 1.0
+    return out
+
+
+def stability(scorer: Scorer, clips: list[Clip]) -> dict[str, float]:
+    """How well the model's masks of raw frames t and t + d agree (mIoU, confusion pooled over every t of the clips),
+    for each d in STABILITY_DISTANCES: the reference's own flicker."""
+    out = {}
+    for d in STABILITY_DISTANCES:
+        total = np.zeros((scorer.num_classes, scorer.num_classes), np.int64)
+        for clip in clips:
+            for t in range(len(clip.frames) - d):
+                total += confusion_matrix(scorer.raw_mask(clip, t + d), scorer.raw_mask(clip, t), scorer.num_classes)
+        if total.any():
+            out[f"t+{d}"] = miou(total)
     return out

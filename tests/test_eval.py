@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from bench.cli import main as bench_main
 from evaluation.ablations import AnyRegionEdge
-from evaluation.clips import Clip, load_source
+from evaluation.clips import Clip
+from evaluation.datasets import load_source
 from evaluation.datasets import CamVid, Cityscapes
 from evaluation.frontier import pareto, rate_at, saving
 from evaluation.methods import (Context, Gated, Setting, StacBoundaryOracle, StacClosedLoop, StacOracle,
@@ -201,6 +202,66 @@ def test_eval_end_to_end(exported, tmp_path):
     for name in ("results.csv", "report.md", "codec_carphone.png", "system_carphone.png", "table1_system.png"):
         assert (out / name).stat().st_size > 0
     assert "codec level" in result.output
+    # answers are counted at every level: a coded mask per coded frame (codec), per offloaded keyframe (system)
+    assert all(p["downlink_kbps"] > 0 for p in doc["points"])
+    looped = [p for p in doc["points"] if p["level"] == "system" and p["method"] != "h264"]  # the device loop's
+    assert looped and all(p["up_kbps"] > p["kbps"] and p["total_kbps"] == pytest.approx(p["up_kbps"] + p["down_kbps"])
+                          for p in looped)
+    assert set(doc["stability"]["carphone"]) == {"t+1", "t+4"}  # 6 frames: none 8 apart
+    assert "Reference stability" in (out / "report.md").read_text()
+
+
+def test_eval_in_real_time_over_links(exported, tmp_path):
+    tables = tmp_path / "tables.json"
+    TableSet.default().save(tables)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(bench_main, ["eval", "carphone", "--onnx-dir", str(exported("selfie")),
+                                             "--tables", str(tables), "--frames", "6", "--step", "2", "--levels",
+                                             "system,realtime", "--link", "lte", "--link", "up=200k,down=1M,rtt=150ms",
+                                             "--methods", "stac-h264-boundary,h264", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "results.json").read_text())
+    realtime = [p for p in doc["points"] if p["level"] == "realtime"]
+    assert {p["link"] for p in realtime} == {"lte", "up=200k,down=1M,rtt=150ms"}
+    assert {p["method"] for p in realtime} == {"stac-h264-boundary", "h264"}
+    keys = {"link", "realtime_miou", "delay_p50_ms", "delay_p95_ms", "up_kbps", "down_kbps", "edge_fps"}
+    assert all(keys <= set(p) and p["frames"] == 12 for p in realtime)
+    system = {(p["method"], p["setting"]): p for p in doc["points"] if p["level"] == "system"}
+    for p in realtime:  # a link costs accuracy and adds delay (coding, RTT, the edge at least), the slower one more
+        ideal = system[p["method"], p["setting"].removeprefix("every=1,")]  # h264: every frame, as the paper's row
+        assert p["delay_p50_ms"] >= 10 + 60 + 25 and p["realtime_miou"] <= ideal["miou"] + 1e-9
+        if p["link"] != "lte":
+            assert p["delay_p50_ms"] > 150
+    # every frame streamed: a P-frame's answer per frame on the fast link, frames skipped on the slow one
+    every = [p for p in realtime if p["method"] == "h264" and p["setting"] == "every=1,crf=13"]
+    assert {p["link"]: p["edge_fps"] for p in every}["lte"] > {p["link"]: p["edge_fps"] for p in every}[
+        "up=200k,down=1M,rtt=150ms"]
+    rows = doc["realtime"]
+    assert {(r["kind"], r["link"]) for r in rows} >= {("best", "lte"), ("target", "lte")}
+    assert {r["margin"] for r in rows if r["kind"] == "target"} == {0.01, 0.02}
+    assert all(r["saving"] is None or r["method"] != "h264" or r["saving"] == 0 for r in rows if r["kind"] == "target")
+    assert "Real time, link `lte`" in (out / "report.md").read_text() and (out / "realtime.png").stat().st_size > 0
+
+
+def test_the_real_time_comparison_on_known_points():
+    from evaluation.realtime import compare_realtime
+
+    def p(method, setting, total, miou, edge, p95):
+        return {"level": "realtime", "link": "lte", "source": "clip", "method": method, "setting": setting,
+                "total_kbps": total, "realtime_miou": miou, "up_kbps": total * 0.8, "down_kbps": total * 0.2,
+                "edge_fps": edge, "delay_p50_ms": p95 - 10, "delay_p95_ms": p95}
+
+    points = [p("h264", "a", 100, 0.90, 30, 100), p("h264", "b", 200, 0.95, 30, 110), p("h264", "c", 400, 0.96, 30, 120),
+              p("keys", "x", 50, 0.94, 6, 100), p("keys", "y", 120, 0.955, 9, 105)]
+    rows = compare_realtime(points)
+    best = {r["method"]: r for r in rows if r["kind"] == "best"}
+    assert best["h264"]["setting"] == "c" and best["keys"]["realtime_miou"] == 0.955
+    at = {(r["method"], r["margin"]): r for r in rows if r["kind"] == "target"}
+    assert at["h264", 0.01]["target"] == pytest.approx(0.95) and at["h264", 0.01]["total_kbps"] == pytest.approx(200)
+    assert at["keys", 0.01]["total_kbps"] == pytest.approx(50 * (120 / 50) ** (2 / 3))  # log-interpolated
+    assert at["keys", 0.01]["setting"] == "y" and at["keys", 0.01]["edge_share"] == pytest.approx(0.3)
+    assert at["keys", 0.02]["setting"] == "x" and at["keys", 0.02]["saving"] == pytest.approx(1 - 50 / at[
+        "h264", 0.02]["total_kbps"])
 
 
 def test_eval_says_what_is_wrong(exported, tmp_path):
