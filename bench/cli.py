@@ -132,7 +132,7 @@ def head(model_name, onnx_dir, sizes, runs, threads, provider, tables, profile) 
               help="level maps or offsets, repeatable (default: each codec's own, ROUTE_DEFAULTS)")
 @click.option("--codec", "codecs", multiple=True, help="keyframe codecs, repeatable (default: stac)")
 @click.option("--edge-latency", type=float, default=50.0, show_default=True,
-              help="ms from sending a keyframe to its answer (the network and a GPU edge), in whole frames at 30 fps")
+              help="ms from a keyframe's capture to its answer (the network and a GPU edge)")
 def device(onnx_dir, video, size, max_frames, flow_widths, tables, selections, codecs, edge_latency) -> None:
     """fps of the whole device loop (flow, propagation, gating, every gated keyframe's encode) vs DIS ULTRAFAST
     alone, and its masks' mIoU against the model on every raw frame.
@@ -142,7 +142,7 @@ def device(onnx_dir, video, size, max_frames, flow_widths, tables, selections, c
     machine."""
     from stac.edge.client import LocalEdge
 
-    from .device_bench import RecordedEdge, delay_frames, device_loop, dis_alone, keyframe_costs
+    from .device_bench import RecordedEdge, device_loop, dis_alone, keyframe_costs
     from .device_bench import format_timings as format_device
 
     if not edge_latency >= 0:
@@ -153,16 +153,15 @@ def device(onnx_dir, video, size, max_frames, flow_widths, tables, selections, c
         reference = [edge.segment_session.run(frame) for frame in frames]
     baseline = dis_alone(frames)
     timings, misses = [], 0
-    delay = delay_frames(edge_latency / 1e3, RuntimeConfig.fps)
     with cli_errors():
         for config in (RuntimeConfig(flow_width=w, selection=s, codec=c) for c in (codecs or ("stac",))
                        for s in (selections or (None,)) for w in (flow_widths or (256, 512))):
-            recorded = RecordedEdge.record(frames, edge, tables, config, delay)
-            timings.append(device_loop(frames, recorded, tables, config, delay, reference))
+            recorded = RecordedEdge.record(frames, edge, tables, config, edge_latency)
+            timings.append(device_loop(frames, recorded, tables, config, edge_latency, reference))
             misses += recorded.misses
     h, w = frames[0].shape[:2]
-    click.echo(f"{len(frames)} frames {w}x{h} of {video}, each answer {delay} frames after its keyframe "
-               f"({edge_latency:g} ms at {RuntimeConfig.fps:g} fps), replayed from the local edge")
+    click.echo(f"{len(frames)} frames {w}x{h} of {video} at {RuntimeConfig.fps:g} fps, each answer {edge_latency:g} ms "
+               f"after its keyframe's capture, replayed from the local edge")
     click.echo(format_device(timings, baseline))
     if misses:  # the runs should agree exactly; a miss means the loop is not deterministic
         click.echo(f"{misses} keyframes differed from the recorded run's and went unanswered")
@@ -170,6 +169,32 @@ def device(onnx_dir, video, size, max_frames, flow_widths, tables, selections, c
     if "boundary" in selections or inter:
         costs = keyframe_costs(frames[:10], edge, tables, inter)
         click.echo("per keyframe (median ms): " + ", ".join(f"{name} {ms:.1f}" for name, ms in costs.items()))
+
+
+@main.command()
+@click.argument("videos", nargs=-1)
+@click.option("--onnx-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="exported graphs (stac-export --onnx-only): the masks are the SEGMENT graph's")
+@click.option("--size", "sizes", multiple=True, help="WIDTHxHEIGHT for every clip too, repeatable (default: 2048x1024)")
+@click.option("--max-frames", type=int, default=30, show_default=True)
+def answers(videos, onnx_dir, sizes, max_frames) -> None:
+    """Bytes and CPU of the edge's answers: masks of VIDEOs (default: the evaluation clips and bikes) coded as the edge
+    codes them, against raw class ids and deflate, each at its own size and at every --size."""
+    from stac.inference import SegmentSession
+
+    from .answers_bench import answer_costs, format_costs
+
+    with cli_errors():
+        session = SegmentSession(onnx_dir / SEGMENT_GRAPH)
+        wanted = [None] + [_size(s) for s in (sizes or ("2048x1024",))]
+        costs = []
+        for video in videos or ("carphone", "megamind", "vtest", "bikes"):
+            for size in wanted:
+                frames = list(read_frames(resolve_source(video), max_frames, size))
+                h, w = frames[0].shape[:2]
+                costs.append(answer_costs(f"{video} {w}x{h}", [session.run(f) for f in frames]))
+    click.echo(f"median per answer over {max_frames} frames of each clip")
+    click.echo(format_costs(costs))
 
 
 @main.command()

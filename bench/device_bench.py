@@ -2,18 +2,16 @@
 
 The loop is timed against an edge that costs this process no CPU: a first run, untimed, sends the loop's
 keyframes to the real edge and records its answers (``record``); the timed run gets each answer back from that
-recording (``RecordedEdge``). Both runs deliver every answer a fixed number of frames after its keyframe was
-sent (``DelayedAnswers``, the edge's latency in frames), so they choose the same keyframes and code them to the
-same bytes, also where that depends on answers (the level maps, the inter codec's stream): every gated
-keyframe is encoded and answered, and the time is the device's alone.
+recording (``RecordedEdge``). Both runs run over a link (stac.link) that delivers every answer a fixed time after
+its keyframe's capture (the edge's latency, no coding time counted), so they choose the same keyframes and code them
+to the same bytes, also where that depends on answers (the level maps, the inter codec's stream): every keyframe the
+loop sends is encoded and answered, the link's bookkeeping is done as in any run over a link, and the time is the
+device's alone.
 """
 from __future__ import annotations
 
 import hashlib
-import math
-import queue
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -28,6 +26,8 @@ from stac.edge.streams import Stream
 from stac.flow import Flow
 from stac.metrics import confusion_matrix, miou
 from stac.tables import TableSet
+
+INSTANT = "ideal"  # a network that adds nothing: every answer comes the edge's latency after its capture
 
 
 @dataclass
@@ -49,28 +49,6 @@ def dis_alone(frames: list[np.ndarray]) -> DeviceTiming:
     return DeviceTiming("DIS ultrafast alone, full resolution", (len(greys) - 1) / (time.perf_counter() - started))
 
 
-def delay_frames(latency: float, fps: float) -> int:
-    """An edge latency (seconds) in whole frames of a source at ``fps``."""
-    return math.ceil(latency * fps - 1e-9)
-
-
-class DelayedAnswers:
-    """Stands in for the runtime's answer queue: an answer put while the runtime is at frame i comes out at frame
-    i + ``delay``. With ``sync`` the runtime puts each answer at once, so the delay is exact and the same in every
-    run."""
-
-    def __init__(self, runtime: Runtime, delay: int):
-        self.runtime, self.delay, self.waiting = runtime, delay, deque()
-
-    def put(self, item) -> None:
-        self.waiting.append((self.runtime.index, item))
-
-    def get_nowait(self):
-        if self.waiting and self.runtime.index - self.waiting[0][0] >= self.delay:
-            return self.waiting.popleft()[1]
-        raise queue.Empty
-
-
 def _digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
@@ -82,10 +60,11 @@ class _Recording(Edge):
         self.edge, self.answers = edge, {}
 
     def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None,
-                stream: Stream | None = None, levels: bool = True) -> EdgeAnswer:
-        answer = self.edge.segment(data, kind, size, bound, stream, levels)
-        self.answers[_digest(data)] = answer
-        return answer
+                stream: Stream | None = None, levels: bool = True,
+                answer: tuple[int, int] | None = None) -> EdgeAnswer:
+        result = self.edge.segment(data, kind, size, bound, stream, levels, answer)
+        self.answers[_digest(data)] = result
+        return result
 
     def end(self, stream: Stream) -> None:
         self.edge.end(stream)
@@ -104,14 +83,15 @@ class RecordedEdge(Edge):
 
     @classmethod
     def record(cls, frames: list[np.ndarray], edge: Edge, tables: TableSet, config: RuntimeConfig,
-               delay: int) -> "RecordedEdge":
+               latency_ms: float) -> "RecordedEdge":
         """Run the loop on ``frames`` as ``device_loop`` will, against ``edge``, keeping every answer."""
         recording = _Recording(edge)
-        _loop(frames, recording, tables, config, delay)
+        _loop(frames, recording, tables, config, latency_ms)
         return cls(recording.answers, edge.table_sets())
 
     def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None,
-                stream: Stream | None = None, levels: bool = True) -> EdgeAnswer:
+                stream: Stream | None = None, levels: bool = True,
+                answer: tuple[int, int] | None = None) -> EdgeAnswer:
         answer = self.answers.get(_digest(data))
         if answer is None:
             self.misses += 1
@@ -123,10 +103,10 @@ class RecordedEdge(Edge):
 
 
 def _loop(frames: list[np.ndarray], edge: Edge, tables: TableSet, config: RuntimeConfig,
-          delay: int) -> tuple[Runtime, list[np.ndarray], float]:
-    """The runtime, its masks and the seconds it spent on ``frames``, answers ``delay`` frames after sending."""
-    runtime = Runtime(edge, tables, frames[0].shape[:2], replace(config, sync=True))
-    runtime.answers = DelayedAnswers(runtime, delay)
+          latency_ms: float) -> tuple[Runtime, list[np.ndarray], float]:
+    """The runtime, its masks and the seconds it spent on ``frames``, each answer ``latency_ms`` after its capture."""
+    runtime = Runtime(edge, tables, frames[0].shape[:2],
+                      replace(config, sync=False, link=INSTANT, device_ms=0.0, edge_ms=latency_ms))
     started = time.perf_counter()
     masks = [runtime.process(frame).mask for frame in frames]
     seconds = time.perf_counter() - started
@@ -134,11 +114,11 @@ def _loop(frames: list[np.ndarray], edge: Edge, tables: TableSet, config: Runtim
     return runtime, masks, seconds
 
 
-def device_loop(frames: list[np.ndarray], edge: Edge, tables: TableSet, config: RuntimeConfig, delay: int,
+def device_loop(frames: list[np.ndarray], edge: Edge, tables: TableSet, config: RuntimeConfig, latency_ms: float,
                 reference: list[np.ndarray] | None = None) -> DeviceTiming:
-    """The loop over ``frames`` as fast as it runs, each answer ``delay`` frames after its keyframe; ``reference``
-    (the model's mask of each raw frame) adds the masks' mIoU against it, scored outside the clock."""
-    runtime, masks, seconds = _loop(frames, edge, tables, config, delay)
+    """The loop over ``frames`` as fast as it runs, each answer ``latency_ms`` after its keyframe's capture;
+    ``reference`` (the model's mask of each raw frame) adds the masks' mIoU against it, scored outside the clock."""
+    runtime, masks, seconds = _loop(frames, edge, tables, config, latency_ms)
     what = f"{config.codec} {runtime.config.selection}"
     score = None if reference is None else \
         miou(sum(confusion_matrix(m, r, 256) for m, r in zip(masks, reference)))

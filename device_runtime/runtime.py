@@ -227,6 +227,11 @@ class Runtime:
         self.regions = tables.regions(self.height, self.width)
         self.region_px = tables.region_blocks * BLOCK
         self.next_levels = self.kind == "stac" and config.selection == "paper"  # only the paper's levels need them
+        # An answer that arrives within its own frame is shown at full size; any later one is carried by flow at the
+        # processing size, so that is the size it is asked for (fewer bytes to send, code and decode)
+        instant = config.sync or (self.link is not None and self.link.ideal and config.device_ms == 0
+                                  and config.edge_ms == 0)
+        self.answer_size = None if instant else self.proc_size
         self.stats = RuntimeStats()
         self.answered: _Keyframe | None = None
         self.pending: list[_Keyframe] = []
@@ -251,9 +256,9 @@ class Runtime:
         started = time.perf_counter()
         try:
             answer: EdgeAnswer | Exception = self.edge.segment(data, self.kind, (self.height, self.width), bound,
-                                                               stream, self.next_levels)
-            check_answer(answer, (self.height, self.width), self.regions if self.next_levels else None,
-                         self.tables.levels)
+                                                               stream, self.next_levels, self.answer_size)
+            check_answer(answer, self.answer_size or (self.height, self.width),
+                         self.regions if self.next_levels else None, self.tables.levels)
         except Exception as e:  # an edge is never allowed to stop the loop
             answer = e
         return answer, time.perf_counter() - started
@@ -297,7 +302,8 @@ class Runtime:
         if key.state == "superseded" or (self.answered is not None and key.index < self.answered.index):
             self.stats.superseded += 1  # a newer keyframe's answer came first
             return
-        key.full_mask = answer.mask if key.index == self.index - 1 else None  # answered within its frame
+        within = key.index == self.index - 1 and self.answer_size is None  # answered within its frame, at full size
+        key.full_mask = answer.mask if within else None
         key.mask = cv2.resize(answer.mask, self.proc_size[::-1], interpolation=cv2.INTER_NEAREST)
         key.next_levels = answer.next_levels
         if self.answered is not None:  # how well the device carried the previous answer to this keyframe
@@ -414,7 +420,8 @@ class Runtime:
         self.pending.append(key)
         self.stats.offloaded += 1
         self.stats.uplink_bytes += len(data)
-        request = request_bytes(exchange(data, self.kind, bound, stream, self.next_levels))
+        request = request_bytes(exchange(data, self.kind, bound, stream, self.next_levels, (self.height, self.width),
+                                         self.answer_size))
         self.stats.wire_up_bytes += request
         if self.link:
             self._ask_over_link(key, data, bound, stream, request, time.perf_counter() - self.captured)

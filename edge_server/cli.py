@@ -71,8 +71,9 @@ def check(url, tables, wait) -> None:
         answer = edge.segment(data, "stac", frame.shape[:2])
         ms = (time.perf_counter() - started) * 1e3
     click.echo(f"{url}: ready; models {', '.join(sorted(models))}; table set {tables.id.hex()}")
-    click.echo(f"one keyframe ({len(data)} B, 176x144): {ms:.1f} ms, mask classes {np.unique(answer.mask).tolist()}, "
-               f"next levels {answer.next_levels.shape}")
+    click.echo(f"one keyframe ({len(data)} B, 176x144): {ms:.1f} ms, answer {answer.payload} B (coded mask of classes "
+               f"{np.unique(answer.mask).tolist()} and next levels {answer.next_levels.shape}; raw: "
+               f"{answer.mask.size + answer.next_levels.size} B)")
 
 
 if __name__ == "__main__":

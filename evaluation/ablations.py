@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from stac.codec.bitstream import StacFrame, read_stac
+from stac.codec.mask import encode_mask, fit
 from stac.edge.client import EdgeAnswer, LocalEdge
 from stac.flow import Flow, compose, identity_map, processing_size, warp
 from stac.select import next_levels
@@ -56,7 +57,7 @@ class AnyRegionEdge:
         return AnyRegionEdge(self.edge.with_tables(tables), self.graph_region_blocks)
 
     def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None,
-                stream=None, levels: bool = True) -> EdgeAnswer:
+                stream=None, levels: bool = True, answer: tuple[int, int] | None = None) -> EdgeAnswer:
         tables = self.edge.tables
         frame = read_stac(data, tables)
         steps = tables.tables[frame.block_levels()].transpose(2, 0, 1, 3)  # [3, Hb, Wb, 64]
@@ -67,8 +68,10 @@ class AnyRegionEdge:
         zeros = np.zeros(region_grid(hb, wb, self.graph_region_blocks), np.uint8)
         result = self.edge.head.run(StacFrame(deq.astype(np.int16), zeros, frame.height, frame.width, self.ONES),
                                     self.ONES)
-        return EdgeAnswer(result.mask, next_levels(result.grad, tables.steps, tables.bound if bound is None else bound,
-                                                   tables.region_blocks))
+        mask = result.mask if answer is None else fit(result.mask, size, answer)
+        coded = encode_mask(result.padded_mask if answer is None else mask)  # what the edge would send
+        return EdgeAnswer(mask, next_levels(result.grad, tables.steps, tables.bound if bound is None else bound,
+                                            tables.region_blocks), len(coded))
 
 
 def level_ablation(ctx: Context, scorer: Scorer, sources: Sequence[Source], step: int,

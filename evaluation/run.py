@@ -36,6 +36,10 @@ H264_CRFS = tuple(range(13, 50, 3))
 # paper's gate.
 GATES = (26.0, 30.0, 34.0, 38.0)
 KEYFRAME_INTERVALS = (2, 4, 8)
+# Real time: each run is the device loop over a link, so every method gets a sweep of the size the codec level gives
+# (13-30 settings): H.264 every frame all its CRFs, each keyframe route REALTIME_GATES x every other knob value
+REALTIME_GATES = (26.0, 32.0, 38.0)
+REALTIME_CRFS = H264_CRFS[1::2]  # 16 .. 46
 # "stac-h264-target": the gate follows an accuracy target instead (RuntimeConfig.target, from the paper's 26 dB)
 AGREEMENT_TARGETS = (0.8, 0.85, 0.9, 0.95)
 # Savings are computed for each subject present: STAC as shipped (JPEG keyframes) and STAC on the inter codec,
@@ -43,10 +47,10 @@ AGREEMENT_TARGETS = (0.8, 0.85, 0.9, 0.95)
 SUBJECTS = ("stac", "stac-h264", "stac-h264-boundary")
 
 
-def stac_settings(levels: int = DEFAULT_LEVELS, gates: Sequence[float | None] = (None,)) -> list[Setting]:
-    """The bounds of the sweep set's levels (B x SWEEP_SPAN^(l / (L - 1))), as multiples of B; at the system level
-    each at every one of ``gates`` (None: the context's)."""
-    scales = [SWEEP_SPAN ** (k / (levels - 1)) for k in range(levels)] if levels > 1 else [1.0]
+def stac_settings(levels: int = DEFAULT_LEVELS, gates: Sequence[float | None] = (None,), every: int = 1) -> list[Setting]:
+    """The bounds of the sweep set's levels (B x SWEEP_SPAN^(l / (L - 1))), as multiples of B (every ``every``-th); at
+    the system level each at every one of ``gates`` (None: the context's)."""
+    scales = [SWEEP_SPAN ** (k / (levels - 1)) for k in range(levels)][::every] if levels > 1 else [1.0]
     return [Setting(_gated(f"scale={s:.3g}", gate), "stac", s, gate=gate) for gate in gates for s in scales]
 
 
@@ -65,11 +69,11 @@ def jpeg_settings(subsamplings: Sequence[str] = ("420", "444")) -> list[Setting]
 
 
 def h264_settings(gates: Sequence[float | None] = (None,), intervals: Sequence[int | None] = (None,),
-                  targets: Sequence[float | None] = (None,)) -> list[Setting]:
+                  targets: Sequence[float | None] = (None,), crfs: Sequence[int] = H264_CRFS) -> list[Setting]:
     """Every CRF; at the system level at each gate, fixed keyframe interval or accuracy target (None: every frame,
     or the context's gate)."""
     return [Setting(_gated(f"crf={c}", gate, every, target), f"h264:crf={c}", gate=gate, every=every, target=target)
-            for gate in gates for every in intervals for target in targets for c in H264_CRFS]
+            for gate in gates for every in intervals for target in targets for c in crfs]
 
 
 def stac_name(selection: str) -> str:
@@ -108,11 +112,11 @@ def _methods(level: str, ctx: Context) -> list[Method]:
                 Plain("h264", h264_settings())]
     if level == "realtime":  # every method through the device loop over the link; H.264 every frame as its loop
         shipped = ROUTE_DEFAULTS["stac"].selection
-        return [Gated(stac_name(shipped), stac_settings(gates=GATES), shipped),
-                Gated("stac-h264", h264_settings(gates=GATES), "uniform"),
-                Gated("stac-h264-boundary", h264_settings(gates=GATES), "boundary"),
+        inter = h264_settings(gates=REALTIME_GATES, crfs=REALTIME_CRFS)
+        return [Gated(stac_name(shipped), stac_settings(gates=REALTIME_GATES, every=2), shipped),
+                Gated("stac-h264", inter, "uniform"), Gated("stac-h264-boundary", inter, "boundary"),
                 Gated("grace", grace_settings()), Gated("jpeg", jpeg_settings(("420",))),
-                Gated("h264-keyframes", h264_settings(intervals=KEYFRAME_INTERVALS), "uniform"),
+                Gated("h264-keyframes", h264_settings(intervals=KEYFRAME_INTERVALS[:2], crfs=REALTIME_CRFS), "uniform"),
                 Gated("h264", h264_settings(intervals=(1,)), "uniform")]
     raise ValueError(f"unknown level {level!r} (known: {', '.join(SWEPT)})")
 

@@ -29,6 +29,8 @@ TABLES = Tensor("TABLES", "FP32", (-1, 3, 64))  # [L, Y/Cb/Cr, 8x8]: the table s
 IMAGE = Tensor("IMAGE", "UINT8", (-1, -1, 3))  # RGB
 MASK = Tensor("MASK", "UINT8", (-1, -1))  # class ids
 CODED_MASK = Tensor("CODED_MASK", "STRING", (1,))  # MASK coded losslessly (stac.codec.mask): what a device receives
+# (H, W, h, w): MASK cropped to the frame's H x W and given at h x w, the size the device uses it at
+ANSWER_SIZE = Tensor("ANSWER_SIZE", "INT32", (4,), optional=True)
 NEXT_LEVELS = Tensor("NEXT_LEVELS", "UINT8", (-1, -1))  # [Rh, Rw]: Algorithm 1's levels for the next keyframe
 REGION_COST = Tensor("REGION_COST", "FP32", (-1, -1, -1))  # [Rh, Rw, L]
 GRAD = Tensor("GRAD", "FP32", (3, -1, -1, 64))  # d loss / d dequantized coefficient
@@ -62,13 +64,13 @@ H264_DECODE, H264_SEGMENT = "h264_decode", "h264_segment"
 SIGNATURES = {
     STAC_DECODE: Signature((BITSTREAM, replace(BOUND, optional=True)), HEAD.inputs),
     STAC_HEAD: HEAD,
-    STAC: Signature((BITSTREAM, replace(BOUND, optional=True)), (CODED_MASK, NEXT_LEVELS)),
+    STAC: Signature((BITSTREAM, replace(BOUND, optional=True), ANSWER_SIZE), (CODED_MASK, NEXT_LEVELS)),
     SEGMENT_MODEL: SEGMENT,
-    MASK_ENCODE: Signature((MASK,), (CODED_MASK,)),
+    MASK_ENCODE: Signature((MASK, ANSWER_SIZE), (CODED_MASK,)),
     JPEG_DECODE: Signature((BITSTREAM,), (IMAGE,)),
-    JPEG_SEGMENT: Signature((BITSTREAM,), (CODED_MASK,)),
+    JPEG_SEGMENT: Signature((BITSTREAM, ANSWER_SIZE), (CODED_MASK,)),
     H264_DECODE: Signature((BITSTREAM, POSITION), (IMAGE,)),
-    H264_SEGMENT: Signature((BITSTREAM, POSITION), (CODED_MASK,)),
+    H264_SEGMENT: Signature((BITSTREAM, POSITION, ANSWER_SIZE), (CODED_MASK,)),
 }
 MODELS = tuple(SIGNATURES)
 

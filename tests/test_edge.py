@@ -94,10 +94,18 @@ def test_stac_ensemble_equals_the_local_edge(server, local, scheme, carphone_fra
                 np.testing.assert_array_equal(remote.next_levels, here.next_levels)
             else:
                 assert remote.next_levels is None and remote.payload < np.prod(size) / 50  # the mask, coded
+        remote, here = (e.segment(data, "stac", size, levels=False, answer=(size[0] // 2, size[1] // 3))
+                        for e in (edge, local))  # the mask at the size the device uses it at
+        np.testing.assert_array_equal(remote.mask, here.mask)
+        assert remote.mask.shape == (size[0] // 2, size[1] // 3) and (remote.payload, remote.wire) == (
+            here.payload, here.wire)
     jpeg = make_codec("jpeg:q=90", TableSet.default()).encode(carphone_frames[1])
-    remote, here = edge.segment(jpeg, "jpeg", (144, 176)), local.segment(jpeg, "jpeg", (144, 176))
-    np.testing.assert_array_equal(remote.mask, here.mask)
-    assert (remote.payload, remote.wire) == (here.payload, here.wire)
+    for answer in (None, (72, 88)):
+        remote, here = (e.segment(jpeg, "jpeg", (144, 176), answer=answer) for e in (edge, local))
+        np.testing.assert_array_equal(remote.mask, here.mask)
+        assert (remote.payload, remote.wire) == (here.payload, here.wire)
+    with pytest.raises(EdgeError, match="ANSWER_SIZE"):  # enlarging is refused
+        edge.segment(jpeg, "jpeg", (144, 176), answer=(288, 88))
     edge.close()
 
 
@@ -116,8 +124,9 @@ def test_wire_sizes_are_the_real_grpc_messages(server, carphone_frames, bikes_fr
     stac = make_codec("stac", tables).encode(carphone_frames[0])
     sid = 987654321
     for request in (exchange(stac, "stac"), exchange(stac, "stac", 2.5, levels=False),
+                    exchange(stac, "stac", levels=False, size=(144, 176), answer=(72, 88)),
                     exchange(units[0], "h264", stream=Stream(sid, 0, True)),
-                    exchange(units[1], "h264", stream=Stream(sid, 1, False))):
+                    exchange(units[1], "h264", stream=Stream(sid, 1, False), size=(272, 640), answer=(128, 301))):
         inputs = []
         for tensor, value in request.inputs:
             wire = grpcclient.InferInput(tensor.name, list(value.shape), "BYTES" if tensor.dtype == "STRING"

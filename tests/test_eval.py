@@ -106,10 +106,10 @@ class Counting(LocalEdge):
 
     received: list
 
-    def segment(self, data, kind, size, bound=None, stream=None, levels=True):
+    def segment(self, data, kind, size, bound=None, stream=None, *options):
         self.received.append(len(data))
         self.bounds.append(bound)
-        return super().segment(data, kind, size, bound, stream, levels)
+        return super().segment(data, kind, size, bound, stream, *options)
 
 
 @pytest.fixture(scope="module")

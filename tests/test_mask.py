@@ -4,7 +4,13 @@ import zlib
 import numpy as np
 import pytest
 
-from stac.codec.mask import HEADER, MaskError, decode_mask, encode_mask
+import cv2
+
+from stac.codec import make_codec
+from stac.codec.mask import HEADER, MaskError, decode_mask, encode_mask, fit
+from stac.edge.client import LocalEdge
+from stac.edge.streams import Stream
+from stac.tables import TableSet
 from stac.inference import SegmentSession
 
 
@@ -60,3 +66,22 @@ def test_what_cannot_be_coded_is_refused():
                 np.zeros((70000, 1), np.uint8)):
         with pytest.raises(ValueError):
             encode_mask(bad)
+
+
+def test_an_answer_at_the_size_the_device_uses_it(exported, carphone_frames, masks):
+    """The edge crops its padded mask to the frame and scales it as the device would (nearest): the same mask the
+    device made of a full-size answer, at a fraction of the bytes."""
+    mask = masks[0]
+    padded = np.pad(mask, ((0, 5), (0, 11)), mode="edge")
+    small = fit(padded, mask.shape, (68, 160))
+    np.testing.assert_array_equal(small, cv2.resize(mask, (160, 68), interpolation=cv2.INTER_NEAREST))
+    assert fit(padded, mask.shape, mask.shape).shape == mask.shape
+    for frame, size in (((300, 640), (68, 160)), (mask.shape, (300, 160)), ((272, 700), (68, 160))):
+        with pytest.raises(ValueError, match="ANSWER_SIZE"):
+            fit(padded if size != (300, 160) else mask, frame, size)
+    edge = LocalEdge(exported("selfie"), TableSet.default())
+    data = make_codec("h264:crf=28").encode(carphone_frames[1])  # 41% of it the person
+    full = edge.segment(data, "h264", (144, 176), stream=Stream(7, 0, True))
+    small = edge.segment(data, "h264", (144, 176), stream=Stream(7, 0, True), answer=(72, 88))
+    np.testing.assert_array_equal(small.mask, cv2.resize(full.mask, (88, 72), interpolation=cv2.INTER_NEAREST))
+    assert small.payload < full.payload

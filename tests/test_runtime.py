@@ -87,7 +87,7 @@ class Recording(LocalEdge):
         self.streams_seen, self.lose, self.restart = [], set(lose), set(restart)
         self.release = threading.Event()
 
-    def segment(self, data, kind, size, bound=None, stream=None, levels=True):
+    def segment(self, data, kind, size, bound=None, stream=None, *options):
         self.calls += 1
         self.sent.append(len(data))
         self.bounds.append(bound)
@@ -100,7 +100,7 @@ class Recording(LocalEdge):
             raise EdgeError("injected failure")
         if self.hang_every and self.calls % self.hang_every == 0:
             self.release.wait(30)  # a request the edge never answers in time
-        return super().segment(data, kind, size, bound, stream, levels)
+        return super().segment(data, kind, size, bound, stream, *options)
 
 
 @pytest.mark.parametrize("sync", [True, False])
@@ -163,8 +163,8 @@ def test_unset_gate_and_selection_are_the_codecs_defaults(exported, codec, psnr,
 class Garbled(LocalEdge):
     """The real local edge, its answers replaced by what a broken or hostile edge might send."""
 
-    def segment(self, data, kind, size, bound=None, stream=None, levels=True):
-        answer = super().segment(data, kind, size, bound, stream, levels)
+    def segment(self, data, kind, size, bound=None, stream=None, *options):
+        answer = super().segment(data, kind, size, bound, stream, *options)
         return self.garble(answer)
 
 
@@ -387,15 +387,14 @@ def test_bench_device_prints_the_ratio(exported):
 
 
 def test_recorded_edge_replays_the_real_answers_and_refuses_other_bytes(exported):
-    from bench.device_bench import RecordedEdge, delay_frames, device_loop
+    from bench.device_bench import RecordedEdge, device_loop
 
     tables = TableSet.default()
     frames = list(read_frames(sample_video("carphone"), 12))
     edge = LocalEdge(exported("selfie"), tables)
     config = RuntimeConfig(selection="paper", psnr=30.0)  # level maps from the answers: they must come in time
-    assert delay_frames(0.05, 30.0) == 2 and delay_frames(0.0, 30.0) == 0 and delay_frames(1 / 30, 30.0) == 1
-    recorded = RecordedEdge.record(frames, edge, tables, config, delay=2)
-    timing = device_loop(frames, recorded, tables, config, 2)
+    recorded = RecordedEdge.record(frames, edge, tables, config, latency_ms=50.0)
+    timing = device_loop(frames, recorded, tables, config, 50.0)
     assert timing.keyframes >= 2 and timing.offloaded == len(recorded.answers) and recorded.misses == 0
     data, size = make_codec("stac", tables).encode(frames[3]), frames[3].shape[:2]
     with pytest.raises(EdgeError, match="not recorded"):

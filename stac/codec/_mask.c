@@ -31,9 +31,13 @@ typedef struct {
 
 static void models_init(Model *m, size_t n) { memset(m, 0, sizeof(Model) * n); }
 
+/* 2^32 / m, so that no pixel pays for a division */
+static uint32_t reciprocal[2 * HALVE_AT + 1];
+
 /* probability that the bit is 0, in (0, 2^16): the Krichevsky-Trofimov estimate (n0 + 1/2) / (n + 1) */
 static inline uint32_t model_p(const Model *m) {
-    uint32_t p = (uint32_t)((((uint64_t)2 * m->zeros + 1) << PROB_BITS) / (2u * ((uint32_t)m->zeros + m->ones) + 2));
+    uint32_t p = (uint32_t)(((uint64_t)(2u * m->zeros + 1) * reciprocal[2u * ((uint32_t)m->zeros + m->ones) + 2]) >>
+                            (32 - PROB_BITS));
     return p < 1 ? 1 : p > 65535 ? 65535 : p;
 }
 
@@ -131,31 +135,64 @@ static inline int decode_bit(Decoder *d, Model *m) {
     return bit;
 }
 
-/* the context of pixel (y, x) of plane `plane`: ten coded neighbours of that plane (JBIG's three-line template),
- * and whether its higher planes equal its left and upper neighbours'. `mask` holds the planes decoded so far
- * (the encoder: all of them, masked to the planes at or above `plane`). */
-static inline uint32_t context(const uint8_t *mask, int h, int w, int y, int x, int plane) {
-    (void)h;
-#define BIT(yy, xx) (((yy) >= 0 && (xx) >= 0 && (xx) < w) ? (uint32_t)((mask[(size_t)(yy) * w + (xx)] >> plane) & 1) : 0u)
-    uint32_t c = BIT(y, x - 1) | BIT(y, x - 2) << 1 | BIT(y - 1, x - 2) << 2 | BIT(y - 1, x - 1) << 3 |
-                 BIT(y - 1, x) << 4 | BIT(y - 1, x + 1) << 5 | BIT(y - 1, x + 2) << 6 | BIT(y - 2, x - 1) << 7 |
-                 BIT(y - 2, x) << 8 | BIT(y - 2, x + 1) << 9;
-#undef BIT
-    int high = plane + 1;
-    uint32_t self = (uint32_t)(mask[(size_t)y * w + x] >> high);
-    uint32_t left = x > 0 ? (uint32_t)(mask[(size_t)y * w + x - 1] >> high) : 0u;
-    uint32_t up = y > 0 ? (uint32_t)(mask[(size_t)(y - 1) * w + x] >> high) : 0u;
-    return c | (uint32_t)(self == left) << TEMPLATE_BITS | (uint32_t)(self == up) << (TEMPLATE_BITS + 1);
+/* row y of plane `plane` equals row y-1 (row -1 is all zeros) */
+static int row_repeats(const uint8_t *row, const uint8_t *above, int w, int plane, int planes) {
+    if (planes == 1) return memcmp(row, above, (size_t)w) == 0; /* class ids 0 and 1: the bytes are the plane */
+    uint8_t differ = 0;
+    for (int x = 0; x < w; x++) differ |= (uint8_t)(row[x] ^ above[x]) >> plane;
+    return !(differ & 1);
 }
 
-/* row y of plane `plane` equals row y-1 (row -1 is all zeros) */
-static int row_repeats(const uint8_t *mask, int w, int y, int plane) {
-    for (int x = 0; x < w; x++) {
-        int bit = (mask[(size_t)y * w + x] >> plane) & 1;
-        int above = y > 0 ? (mask[(size_t)(y - 1) * w + x] >> plane) & 1 : 0;
-        if (bit != above) return 0;
+static inline uint32_t bit_at(const uint8_t *row, int x, int w, int plane) {
+    return x < w ? (uint32_t)((row[x] >> plane) & 1) : 0u;
+}
+
+/* Code (encoder) or decode into `mask` one bit plane. A pixel's context: JBIG's three-line template of ten coded
+ * neighbours of the same plane, kept in three sliding registers (row y: x-2, x-1; row y-1: x-2 .. x+2; row y-2:
+ * x-1 .. x+1), and whether its higher planes equal its left and upper neighbours' (a constant on the top plane).
+ * The decoder's mask holds the higher planes decoded so far, so both sides see the same contexts. */
+static inline void code_plane(Encoder *e, Decoder *d, uint8_t *mask, const uint8_t *zeros, int h, int w, int plane,
+                              int planes, Model *models) {
+    const int high = plane + 1, top = plane == planes - 1;
+    models_init(models, CONTEXTS + 1);
+    Model *repeat = &models[CONTEXTS];
+    for (int y = 0; y < h; y++) {
+        uint8_t *row = mask + (size_t)y * w;
+        const uint8_t *up1 = y > 0 ? row - w : zeros, *up2 = y > 1 ? row - 2 * (size_t)w : zeros;
+        int same;
+        if (d) {
+            same = decode_bit(d, repeat);
+        } else {
+            same = row_repeats(row, up1, w, plane, planes);
+            encode_bit(e, repeat, same);
+        }
+        if (same) {
+            if (d)
+                for (int x = 0; x < w; x++) row[x] |= (uint8_t)(((up1[x] >> plane) & 1) << plane);
+            continue;
+        }
+        uint32_t r0 = 0, r1 = bit_at(up1, 0, w, plane) << 2 | bit_at(up1, 1, w, plane) << 1 | bit_at(up1, 2, w, plane),
+                 r2 = bit_at(up2, 0, w, plane) << 1 | bit_at(up2, 1, w, plane);
+        for (int x = 0; x < w; x++) {
+            uint32_t equal = 3;
+            if (!top) { /* outside the mask is class 0 */
+                uint32_t self = (uint32_t)(row[x] >> high), left = x > 0 ? (uint32_t)(row[x - 1] >> high) : 0u;
+                equal = (uint32_t)(self == left) | (uint32_t)(self == (uint32_t)(up1[x] >> high)) << 1;
+            }
+            Model *m = &models[r0 | r1 << 2 | r2 << 7 | equal << TEMPLATE_BITS];
+            uint32_t bit;
+            if (d) {
+                bit = (uint32_t)decode_bit(d, m);
+                row[x] |= (uint8_t)(bit << plane);
+            } else {
+                bit = (uint32_t)((row[x] >> plane) & 1);
+                encode_bit(e, m, (int)bit);
+            }
+            r0 = ((r0 << 1) | bit) & 3u;
+            r1 = ((r1 << 1) | bit_at(up1, x + 3, w, plane)) & 31u;
+            r2 = ((r2 << 1) | bit_at(up2, x + 2, w, plane)) & 7u;
+        }
     }
-    return 1;
 }
 
 static int check_geometry(int height, int width, int planes) {
@@ -188,26 +225,21 @@ static PyObject *encode(PyObject *self, PyObject *args) {
         }
     }
     Model *models = malloc(sizeof(Model) * (CONTEXTS + 1));
+    uint8_t *zeros = calloc((size_t)width, 1);
     Encoder e = {0, 0xFFFFFFFFu, 0, 1, NULL, 0, 0, 0};
-    if (!models) {
+    if (!models || !zeros) {
+        free(models);
+        free(zeros);
         PyBuffer_Release(&buf);
         return PyErr_NoMemory();
     }
     Py_BEGIN_ALLOW_THREADS
-    for (int plane = planes - 1; plane >= 0; plane--) {
-        models_init(models, CONTEXTS + 1);
-        Model *repeat = &models[CONTEXTS];
-        for (int y = 0; y < height; y++) {
-            int same = row_repeats(mask, width, y, plane);
-            encode_bit(&e, repeat, same);
-            if (same) continue;
-            for (int x = 0; x < width; x++)
-                encode_bit(&e, &models[context(mask, height, width, y, x, plane)], (mask[(size_t)y * width + x] >> plane) & 1);
-        }
-    }
+    for (int plane = planes - 1; plane >= 0; plane--)
+        code_plane(&e, NULL, (uint8_t *)mask, zeros, height, width, plane, planes, models);
     for (int i = 0; i < 5; i++) shift_low(&e);
     Py_END_ALLOW_THREADS
     free(models);
+    free(zeros);
     PyBuffer_Release(&buf);
     if (e.failed) {
         free(e.out);
@@ -229,9 +261,11 @@ static PyObject *decode(PyObject *self, PyObject *args) {
     }
     PyObject *result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)height * width);
     Model *models = malloc(sizeof(Model) * (CONTEXTS + 1));
-    if (!result || !models) {
+    uint8_t *zeros = calloc((size_t)width, 1);
+    if (!result || !models || !zeros) {
         Py_XDECREF(result);
         free(models);
+        free(zeros);
         PyBuffer_Release(&buf);
         return PyErr_NoMemory();
     }
@@ -240,24 +274,11 @@ static PyObject *decode(PyObject *self, PyObject *args) {
     Decoder d = {0, 0xFFFFFFFFu, buf.buf, 0, (size_t)buf.len, 0};
     Py_BEGIN_ALLOW_THREADS
     for (int i = 0; i < 5; i++) d.code = (d.code << 8) | next_byte(&d);
-    for (int plane = planes - 1; plane >= 0 && !d.overrun; plane--) {
-        models_init(models, CONTEXTS + 1);
-        Model *repeat = &models[CONTEXTS];
-        for (int y = 0; y < height && !d.overrun; y++) {
-            uint8_t *row = mask + (size_t)y * width;
-            if (decode_bit(&d, repeat)) {
-                for (int x = 0; x < width; x++) {
-                    int above = y > 0 ? (row[x - width] >> plane) & 1 : 0;
-                    row[x] |= (uint8_t)(above << plane);
-                }
-                continue;
-            }
-            for (int x = 0; x < width; x++)
-                row[x] |= (uint8_t)(decode_bit(&d, &models[context(mask, height, width, y, x, plane)]) << plane);
-        }
-    }
+    for (int plane = planes - 1; plane >= 0 && !d.overrun; plane--)
+        code_plane(NULL, &d, mask, zeros, height, width, plane, planes, models);
     Py_END_ALLOW_THREADS
     free(models);
+    free(zeros);
     size_t consumed = d.pos, length = (size_t)buf.len;
     PyBuffer_Release(&buf);
     if (d.overrun || consumed != length) {
@@ -277,4 +298,8 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_mask", "Lossless class-id mask coding", -1, methods};
 
-PyMODINIT_FUNC PyInit__mask(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__mask(void) {
+    for (uint32_t m = 2; m < sizeof(reciprocal) / sizeof(reciprocal[0]); m++)
+        reciprocal[m] = (uint32_t)((1ull << 32) / m);
+    return PyModule_Create(&module);
+}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 
+import cv2
 import numpy as np
 
 from . import _mask
@@ -57,3 +58,14 @@ def decode_mask(data: bytes, max_pixels: int | None = None) -> np.ndarray:
     except ValueError as e:
         raise MaskError(str(e)) from None
     return np.frombuffer(raw, np.uint8).reshape(h, w)
+
+
+def fit(mask: np.ndarray, frame: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """``mask`` (uint8 [H', W'], H', W' >= the frame's H, W: padded) cropped to the frame and given at ``size`` (h, w),
+    nearest neighbour, as the device would scale it; ValueError for sizes that do not fit (no enlarging)."""
+    (fh, fw), (h, w) = frame, size
+    if not (0 < fh <= mask.shape[0] and 0 < fw <= mask.shape[1] and 0 < h <= fh and 0 < w <= fw):
+        raise ValueError(f"ANSWER_SIZE: a {mask.shape[1]}x{mask.shape[0]} mask cannot be cropped to {fw}x{fh} and "
+                         f"given at {w}x{h}")
+    cropped = mask[:fh, :fw]
+    return cropped if (h, w) == (fh, fw) else cv2.resize(cropped, (w, h), interpolation=cv2.INTER_NEAREST)

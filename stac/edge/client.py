@@ -4,8 +4,9 @@
 ``triton``: tritonclient over gRPC or HTTP to the model repository's ensembles: ``stac`` (BITSTREAM BYTES
 [1], optional BOUND FP32 [1] -> CODED_MASK of MASK uint8 [8Hb, 8Wb], NEXT_LEVELS uint8 [Rh, Rw] when asked for)
 and ``jpeg_segment`` (BITSTREAM -> CODED_MASK of MASK [H', W'], H', W' >= H, W), and ``h264_segment`` (one access
-unit of the device's keyframe stream, its POSITION, the stream as the sequence ID: ``stac.edge.streams``). Both code
-the mask as the edge does (``stac.codec.mask``), decode it, crop it to the frame and size the messages
+unit of the device's keyframe stream, its POSITION, the stream as the sequence ID: ``stac.edge.streams``). The mask
+crosses the network coded (``stac.codec.mask``): the Triton edge's is decoded; the local edge codes its own as the
+edge does, to count it, and keeps the mask (the coding is lossless). Both crop it to the frame and size the messages
 (``stac.edge.wire``), so the runtime never sees the difference.
 """
 from __future__ import annotations
@@ -20,8 +21,8 @@ import numpy as np
 
 from ..codec.bitstream import read_stac
 from ..codec.jpeg import decode_jpeg
-from ..codec.mask import MaskError, decode_mask, encode_mask
-from ..contract import (BITSTREAM, BOUND, CODED_MASK, HEAD_GRAPH, IMAGE, NEXT_LEVELS, POSITION, ROUTE_MODELS,
+from ..codec.mask import MaskError, decode_mask, encode_mask, fit
+from ..contract import (ANSWER_SIZE, BITSTREAM, BOUND, CODED_MASK, HEAD_GRAPH, IMAGE, NEXT_LEVELS, POSITION, ROUTE_MODELS,
                         SEGMENT_GRAPH, STREAM_DECODER, TABLE_SETS_MODEL, TABLE_SETS_PARAMETER, Tensor)
 from ..inference import HeadSession, SegmentSession
 from ..tables import TableSet
@@ -47,24 +48,30 @@ class EdgeAnswer:
 
 
 def exchange(data: bytes, kind: str, bound: float | None = None, stream: Stream | None = None,
-             levels: bool = True) -> Exchange:
-    """The request a device sends for a keyframe of route ``kind`` (see Edge.segment)."""
+             levels: bool = True, size: tuple[int, int] | None = None,
+             answer: tuple[int, int] | None = None) -> Exchange:
+    """The request a device sends for a keyframe of route ``kind`` (see Edge.segment); ``answer`` with the frame's
+    ``size`` asks for the mask at that size."""
     inputs = [(BITSTREAM, np.array([data], dtype=object))]
     if bound is not None and kind == "stac":
         inputs.append((BOUND, np.array([bound], np.float32)))
     if kind == "h264":
         stream = _stream(stream)
         inputs.append((POSITION, np.array([stream.position], np.int64)))
+    if answer is not None:
+        inputs.append((ANSWER_SIZE, np.array([*size, *answer], np.int32)))
     outputs = [CODED_MASK, NEXT_LEVELS] if kind == "stac" and levels else [CODED_MASK]
     return Exchange(ROUTE_MODELS[kind], inputs, outputs, stream if kind == "h264" else None)
 
 
-def _answer(request: Exchange, coded, next_levels: np.ndarray | None, size: tuple[int, int]) -> EdgeAnswer:
-    """The device's side of an answer: CODED_MASK (BYTES [1]) decoded and cropped to the frame, the bytes sized."""
+def _answer(request: Exchange, coded, next_levels: np.ndarray | None, size: tuple[int, int],
+            mask: np.ndarray | None = None) -> EdgeAnswer:
+    """The device's side of an answer: CODED_MASK (BYTES [1]) decoded (unless the ``mask`` it codes is at hand: the
+    coding is lossless) and cropped to ``size`` (the frame's, or the one asked for), the bytes sized."""
     if not (isinstance(coded, np.ndarray) and coded.shape == (1,) and isinstance(coded[0], bytes)):
         raise EdgeError(f"bad answer: CODED_MASK {_describe(coded)}, expected one coded mask")
     try:
-        mask = decode_mask(coded[0])
+        mask = decode_mask(coded[0]) if mask is None else mask
     except MaskError as e:
         raise EdgeError(f"bad answer: CODED_MASK: {e}") from None
     outputs = [(CODED_MASK, coded)] + ([(NEXT_LEVELS, next_levels)] if isinstance(next_levels, np.ndarray) else [])
@@ -73,7 +80,8 @@ def _answer(request: Exchange, coded, next_levels: np.ndarray | None, size: tupl
 
 
 def check_answer(answer: EdgeAnswer, size: tuple[int, int], regions: tuple[int, int] | None, levels: int) -> None:
-    """Raise EdgeError unless ``answer`` is what the device can use: MASK uint8 [H, W] of the frame, and for a STAC
+    """Raise EdgeError unless ``answer`` is what the device can use: MASK uint8 of ``size`` (the frame's [H, W], or the
+    size asked for), and for a STAC
     keyframe (``regions``: its region grid) NEXT_LEVELS uint8 [Rh, Rw] below ``levels``. An edge that answers
     anything else (a bug, a mismatched repository, a hostile server) costs a keyframe, never the loop."""
     mask = answer.mask
@@ -95,11 +103,13 @@ def _describe(value) -> str:
 class Edge(ABC):
     @abstractmethod
     def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None,
-                stream: Stream | None = None, levels: bool = True) -> EdgeAnswer:
+                stream: Stream | None = None, levels: bool = True,
+                answer: tuple[int, int] | None = None) -> EdgeAnswer:
         """kind (a codec's route): "stac" (STAC bitstream), "jpeg" (any baseline JPEG) or "h264" (one access unit
         of the keyframe stream ``stream``); size (H, W) of the frame; ``bound``: the loss bound NEXT_LEVELS is
         selected against (default: the table set's B); ``levels``: a STAC keyframe's answer carries NEXT_LEVELS
-        (only the paper's selection needs them)."""
+        (only the paper's selection needs them); ``answer``: the mask's size (h, w) in the answer (default the
+        frame's)."""
 
     def end(self, stream: Stream) -> None:
         """The device closed its keyframe stream (``stream.position``: the units it sent): the edge may release the
@@ -131,10 +141,11 @@ class LocalEdge(Edge):
         return other
 
     def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None,
-                stream: Stream | None = None, levels: bool = True) -> EdgeAnswer:
+                stream: Stream | None = None, levels: bool = True,
+                answer: tuple[int, int] | None = None) -> EdgeAnswer:
         next_levels = None
         try:
-            request = exchange(data, kind, bound, stream, levels)
+            request = exchange(data, kind, bound, stream, levels, size, answer)
             if kind == "stac":
                 result = self.head.run(read_stac(data, self.tables), self.tables, bound)
                 mask, next_levels = result.padded_mask, result.next_levels if levels else None
@@ -142,9 +153,11 @@ class LocalEdge(Edge):
                 image = self.streams.decode(request.stream.id, request.stream.position, data) if kind == "h264" \
                     else decode_jpeg(data)
                 mask = self.segment_session.run(image, crop=False)
-        except ValueError as e:  # BitstreamError, an undecodable JPEG or H.264 unit, NeedIdr
+            if answer is not None:
+                mask = fit(mask, size, answer)
+        except ValueError as e:  # BitstreamError, an undecodable JPEG or H.264 unit, NeedIdr, a size that cannot be
             raise EdgeError(str(e)) from e
-        return _answer(request, np.array([encode_mask(mask)], dtype=object), next_levels, size)
+        return _answer(request, np.array([encode_mask(mask)], dtype=object), next_levels, answer or size, mask)
 
     def end(self, stream: Stream) -> None:
         self.streams.end(stream.id)
@@ -188,8 +201,9 @@ class TritonEdge(Edge):
         raise EdgeError(f"edge {self.scheme}://{self.url} not ready after {timeout:g} s: {last}")
 
     def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None,
-                stream: Stream | None = None, levels: bool = True) -> EdgeAnswer:
-        request = exchange(data, kind, bound, stream, levels)
+                stream: Stream | None = None, levels: bool = True,
+                answer: tuple[int, int] | None = None) -> EdgeAnswer:
+        request = exchange(data, kind, bound, stream, levels, size, answer)
         inputs = [self._input(tensor, value) for tensor, value in request.inputs]
         outputs = [self.client_module.InferRequestedOutput(tensor.name) for tensor in request.outputs]
         extra = self._timeout()
@@ -198,7 +212,7 @@ class TritonEdge(Edge):
         result = self._infer(request.model, inputs, outputs, extra)
         # checked here and by the runtime (check_answer), not converted: a wrong type fails
         next_levels = result.as_numpy(NEXT_LEVELS.name) if NEXT_LEVELS in request.outputs else None
-        return _answer(request, result.as_numpy(CODED_MASK.name), next_levels, size)
+        return _answer(request, result.as_numpy(CODED_MASK.name), next_levels, answer or size)
 
     def table_sets(self) -> list[str]:
         try:

@@ -15,9 +15,9 @@ import triton_python_backend_utils as pb_utils  # provided by the python backend
 
 from ..codec.bitstream import read_stac
 from ..codec.jpeg import decode_jpeg
-from ..codec.mask import encode_mask
+from ..codec.mask import encode_mask, fit
 from ..codec.transform import pad_to_multiple
-from ..contract import BITSTREAM, BOUND, CODED_MASK, COEFFS, IMAGE, LEVELS, MASK, POSITION, TABLES
+from ..contract import ANSWER_SIZE, BITSTREAM, BOUND, CODED_MASK, COEFFS, IMAGE, LEVELS, MASK, POSITION, TABLES
 from ..inference import check_bound, instance_threads, session
 from ..tables import TableSet
 from .streams import StreamDecoders
@@ -143,14 +143,21 @@ class H264Decode(JpegDecode):
 
 
 class MaskEncode:
-    """MASK uint8 [H, W] -> CODED_MASK (BYTES [1]): the answer as it crosses the network, a few hundred bytes."""
+    """MASK uint8 [H', W'], optional ANSWER_SIZE INT32 [4] -> CODED_MASK (BYTES [1]): the answer as it crosses the
+    network, a few hundred bytes."""
 
     def initialize(self, args):
         pass
 
     def _handle(self, request):
         mask = pb_utils.get_input_tensor_by_name(request, MASK.name).as_numpy()
-        return {CODED_MASK.name: np.array([encode_mask(mask)], dtype=object)}
+        size = pb_utils.get_input_tensor_by_name(request, ANSWER_SIZE.name)
+        if size is not None:
+            values = size.as_numpy().reshape(-1)
+            if values.size != 4:
+                raise ValueError(f"ANSWER_SIZE must hold 4 elements (H, W, h, w), got {values.size}")
+            mask = fit(mask, (int(values[0]), int(values[1])), (int(values[2]), int(values[3])))
+        return {CODED_MASK.name: np.array([encode_mask(np.ascontiguousarray(mask))], dtype=object)}
 
     def execute(self, requests):
         return _serve(requests, self._handle)

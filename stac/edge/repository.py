@@ -3,8 +3,8 @@
 Models:
 - ``stac_decode`` (python): BITSTREAM BYTES [1] -> COEFFS, LEVELS, TABLES, BOUND (from the table sets it holds);
 - ``stac_head`` (ONNX): the STAC head;
-- ``mask_encode`` (python): MASK -> CODED_MASK, the mask coded losslessly (stac.codec.mask); every ensemble ends
-  in it;
+- ``mask_encode`` (python): MASK, optional ANSWER_SIZE -> CODED_MASK, the mask (cropped to the frame and given at
+  the size the device uses it at, when asked) coded losslessly (stac.codec.mask); every ensemble ends in it;
 - ``stac`` (ensemble): BITSTREAM, optional BOUND -> CODED_MASK (of MASK [8Hb, 8Wb]), NEXT_LEVELS (selected against
   BOUND, default the table set's B);
 - ``segment`` (ONNX): IMAGE uint8 [H, W, 3] -> MASK;
@@ -24,7 +24,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from ..codec.bitstream import DEFAULT_MAX_PIXELS
-from ..contract import (CODED_MASK, H264_DECODE, H264_SEGMENT, HEAD_GRAPH, JPEG_DECODE, JPEG_SEGMENT, MASK,
+from ..contract import (ANSWER_SIZE, CODED_MASK, H264_DECODE, H264_SEGMENT, HEAD_GRAPH, JPEG_DECODE, JPEG_SEGMENT, MASK,
                         MASK_ENCODE, MODEL_INFO, MODELS, NEXT_LEVELS, SEGMENT_GRAPH, SEGMENT_MODEL, SIGNATURES, STAC,
                         STAC_DECODE, STAC_HEAD, TABLE_SETS_PARAMETER, Signature)
 from ..inference import model_info
@@ -139,7 +139,7 @@ def write_repository(repo: str | Path, onnx_dir: str | Path, tables: TableSet, b
     # ensemble ends in mask_encode: the mask crosses the network coded.
     coded = {name: name.lower() for name in SIGNATURES[STAC_DECODE].output_names}
     mask = {MASK.name: MASK.name.lower()}
-    answer = (MASK_ENCODE, mask, _same([CODED_MASK.name]))
+    answer = (MASK_ENCODE, {**mask, **_same([ANSWER_SIZE.name])}, _same([CODED_MASK.name]))
     _write(repo, ensemble_config(STAC, [(STAC_DECODE, _same(SIGNATURES[STAC_DECODE].input_names), coded),
                                         (STAC_HEAD, coded, {**mask, **_same([NEXT_LEVELS.name])}), answer]))
     for decoder, ensemble in ((JPEG_DECODE, JPEG_SEGMENT), (H264_DECODE, H264_SEGMENT)):
