@@ -210,7 +210,7 @@ def edge(url, onnx_dir, tables, size, requests, device_counts) -> None:
     from stac.edge.client import LocalEdge, TritonEdge
 
     from .edge_bench import format_timings as format_edge
-    from .edge_bench import hammer
+    from .edge_bench import hammer, model_times
 
     with cli_errors(EdgeError):
         _check_edge_holds(url, tables)
@@ -223,6 +223,9 @@ def edge(url, onnx_dir, tables, size, requests, device_counts) -> None:
         local.append(hammer(lambda: LocalEdge(onnx_dir, tables), data, shape, n, requests, "in-process"))
     click.echo(f"keyframe {shape[1]}x{shape[0]}, {len(data)} B, {requests} requests per device")
     click.echo(format_edge(remote, local))
+    with cli_errors(EdgeError):
+        times = model_times(url)
+    click.echo("server ms per request, since it started: " + ", ".join(f"{m} {ms:.2f}" for m, ms in times.items()))
 
 
 @main.command()

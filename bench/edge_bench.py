@@ -65,6 +65,26 @@ def format_timings(remote: list[EdgeTiming], local: list[EdgeTiming]) -> str:
     return "\n".join(lines)
 
 
+def model_times(url: str) -> dict[str, float]:
+    """The server's own milliseconds per request in each model that served any (Triton's statistics: input, compute
+    and output, averaged since the server started): where an answer's time goes, decoding, the graphs, coding it."""
+    from stac.edge.client import TritonEdge
+
+    edge = TritonEdge(url)
+    try:
+        stats = edge.client.get_inference_statistics(**({"as_json": True} if edge.scheme == "grpc" else {}))
+    finally:
+        edge.close()
+    times = {}
+    for model in stats.get("model_stats", []):
+        phases = [model.get("inference_stats", {}).get(k, {}) for k in ("compute_input", "compute_infer",
+                                                                       "compute_output")]
+        count = int(phases[1].get("count", 0))
+        if count:
+            times[model["name"]] = sum(int(p.get("ns", 0)) for p in phases) / count / 1e6
+    return times
+
+
 @dataclass
 class LoadResult:
     devices: int

@@ -236,8 +236,10 @@ class Runtime:
         self.answered: _Keyframe | None = None
         self.pending: list[_Keyframe] = []
         self.answers: queue.Queue = queue.Queue()
-        self.arrivals: list[tuple[float, int, _Keyframe, EdgeAnswer | Exception, float]] = []  # a heap, over a link
+        # over a link, the answers on their way: a heap of (when it arrives, order asked, keyframe, answer, timeline)
+        self.arrivals: list[tuple[float, int, _Keyframe, EdgeAnswer | Exception, Timeline]] = []
         self._order = itertools.count()
+        self.captured = 0.0  # the machine's clock when the current frame came in
         self.threads: list[threading.Thread] = []
         self.prev_grey: np.ndarray | None = None
         self.last_mask = np.zeros((self.height, self.width), np.uint8)
@@ -317,11 +319,15 @@ class Runtime:
             older.state = "superseded"
             self.pending.remove(older)
 
-    def _collect(self) -> None:
-        now = self.now()
-        while self.arrivals and self.arrivals[0][0] <= now + 1e-9:  # over a link: what has reached the device
+    def _arrive(self, until: float) -> None:
+        """Over a link: apply every answer that has reached the device by ``until`` (video time)."""
+        while self.arrivals and self.arrivals[0][0] <= until + 1e-9:
             _, _, key, answer, timeline = heapq.heappop(self.arrivals)
             self._apply(key, answer, (timeline.served - timeline.at_edge) * 1e3, timeline.delay * 1e3)
+
+    def _collect(self) -> None:
+        now = self.now()
+        self._arrive(now)
         while True:
             try:
                 key, answer, latency_ms = self.answers.get_nowait()
@@ -475,9 +481,7 @@ class Runtime:
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._collect()
-        for _, _, key, answer, timeline in sorted(self.arrivals):  # over a link: what arrives after the last frame
-            self._apply(key, answer, (timeline.served - timeline.at_edge) * 1e3, timeline.delay * 1e3)
-        self.arrivals = []
+        self._arrive(float("inf"))  # over a link: what arrives after the last frame crossed the network too
         if self.kind == "h264" and self.codec.position and not any(t.is_alive() for t in self.threads):
             try:  # END: the edge may release the stream's decoder now rather than when it goes idle
                 self.edge.end(Stream(self.stream_id, self.codec.position, False))

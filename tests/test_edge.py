@@ -373,9 +373,11 @@ def test_bench_edge_against_the_server(server, exported, tmp_path):
                                              "--tables", str(tmp_path / "tables.json"), "--size", "176x144",
                                              "--requests", "2", "--devices", "1", "--devices", "2"])
     assert result.exit_code == 0, result.output
-    rows = [line.split() for line in result.output.splitlines()[2:]]
+    rows = [line.split() for line in result.output.splitlines()[2:6]]
     assert [r[0] for r in rows] == ["1", "1", "2", "2"] and rows[1][1] == "in-process"
     assert float(rows[0][-1].rstrip("x")) > 0
+    served = result.output.splitlines()[6]  # where the server's time went, the answer's coding included
+    assert served.startswith("server ms per request") and "mask_encode" in served and "stac_head" in served
 
 
 def test_stac_edge_serve_stops_on_sigterm(repository):
