@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from stac.codec import make_codec
+from stac.codec.h264 import DEFAULT_CRF
 from stac.commands import cli_errors, tables_option
 from stac.contract import SEGMENT_GRAPH
 from stac.edge.client import EdgeError, check_table_set, make_edge
@@ -35,17 +36,18 @@ def main() -> None:
 @tables_option("tables.json from stac-calibrate (default: the cache's with the default graphs, else the built-in "
                "set)", builtin=False)
 @click.option("--psnr", type=float, help="keyframe when PSNR drops below (default: "
-              f"{ROUTE_DEFAULTS['stac'].psnr:g} dB, {ROUTE_DEFAULTS['h264'].psnr:g} with --codec h264)")
+              f"{ROUTE_DEFAULTS['h264'].psnr:g} dB, {ROUTE_DEFAULTS['stac'].psnr:g} with --codec stac or a JPEG)")
 @click.option("--every", type=int, help="keyframe every N frames instead of the PSNR gate")
 @click.option("--target", type=float, help="steer the PSNR gate (starting at --psnr) so masks carried between "
               "keyframes agree this well (mIoU) with the edge's fresh ones")
-@click.option("--codec", default="stac", show_default=True,
-              help="stac; a baseline: jpeg:q=90, grace; or h264:crf=28 (keyframes as one inter-coded stream)")
+@click.option("--codec", default=RuntimeConfig.codec, show_default=True,
+              help=f"h264 (keyframes as one inter-coded stream, CRF {DEFAULT_CRF} unless h264:crf=N), stac (STAC-coded "
+              "keyframes, the paper's design), or a baseline: jpeg:q=90, grace")
 @click.option("--selection", type=click.Choice(SELECTIONS),
               help="how keyframes are shaped: STAC at one level everywhere (uniform), the edge's per-region levels "
               "(paper), or the device's rate-aware map around the mask's boundaries (boundary); with --codec h264, "
               "boundary codes macroblocks far from the mask's boundaries coarser (default: "
-              f"{ROUTE_DEFAULTS['stac'].selection}, {ROUTE_DEFAULTS['h264'].selection} with --codec h264)")
+              f"{ROUTE_DEFAULTS['h264'].selection}, {ROUTE_DEFAULTS['stac'].selection} with --codec stac)")
 @click.option("--bound", type=float, help="STAC loss bound (default: the table set's B): the level of a uniform map, "
               "and what the edge selects per-region levels against")
 @click.option("--kbps", type=float, help="steer STAC's bound (or, with --codec h264, the CRF) so the uplink meets "

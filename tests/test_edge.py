@@ -311,8 +311,8 @@ def test_the_table_set_handshake(server, scheme, tmp_path):
     edge.close()
     _other_tables().save(tmp_path / "other.json")
     for tool in ("device_runtime.cli", "edge_server.cli"):
-        args = ["run", "carphone", "--edge", _url(server, scheme), "--max-frames", "5"] \
-            if tool == "device_runtime.cli" else ["check", _url(server, scheme)]
+        args = ["run", "carphone", "--edge", _url(server, scheme), "--max-frames", "5", "--codec", "stac"] \
+            if tool == "device_runtime.cli" else ["check", _url(server, scheme)]  # STAC keyframes need the tables
         refused = subprocess.run([sys.executable, "-m", tool, *args, "--tables", str(tmp_path / "other.json")],
                                  cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
         assert refused.returncode == 1 and "the edge holds table set" in refused.stderr, refused.stderr

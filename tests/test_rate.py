@@ -108,14 +108,14 @@ def test_a_fixed_bound_sets_the_level_and_goes_to_the_edge(exported, carphone_fr
     bound = float(tables.bounds[2])
     for selection in ("uniform", "paper"):
         runtime = Runtime(edge, tables, carphone_frames[0].shape[:2],
-                          RuntimeConfig(sync=True, every=1, selection=selection, bound=bound))
+                          RuntimeConfig(sync=True, every=1, selection=selection, bound=bound, codec="stac"))
         results = [runtime.process(f) for f in carphone_frames[:3]]
         assert (results[0].levels == 2).all()  # the first keyframe: the level of the bound everywhere
         if selection == "uniform":
             assert all((r.levels == 2).all() for r in results)
     assert edge.asked == [bound] * 6
     huge = Runtime(edge, tables, carphone_frames[0].shape[:2],
-                   RuntimeConfig(sync=True, every=1, selection="paper", bound=1e12))
+                   RuntimeConfig(sync=True, every=1, selection="paper", bound=1e12, codec="stac"))
     results = [huge.process(f) for f in carphone_frames[:2]]
     assert (results[1].levels == tables.levels - 1).all()  # the edge selected against the huge bound
 
@@ -123,8 +123,8 @@ def test_a_fixed_bound_sets_the_level_and_goes_to_the_edge(exported, carphone_fr
 @pytest.mark.parametrize("config, message", [
     (RuntimeConfig(codec="jpeg:q=80", kbps=100), "STAC or H.264 keyframes only"),
     (RuntimeConfig(codec="h264", bound=3.0), "STAC keyframes only"),
-    (RuntimeConfig(kbps=100, bound=3.0), "not both"),
-    (RuntimeConfig(bound=-1.0), "positive"),
+    (RuntimeConfig(kbps=100, bound=3.0, codec="stac"), "not both"),
+    (RuntimeConfig(bound=-1.0, codec="stac"), "positive"),
     (RuntimeConfig(kbps=0.0), "positive"),
 ])
 def test_rate_options_are_checked(exported, config, message):

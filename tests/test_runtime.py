@@ -140,7 +140,8 @@ def test_selection_decides_the_keyframes_level_maps(exported, carphone_frames):
     frames = carphone_frames * 3
     levels = {}
     for selection in ("paper", "uniform"):
-        runtime = Runtime(edge, tables, frames[0].shape[:2], RuntimeConfig(sync=True, every=2, selection=selection))
+        runtime = Runtime(edge, tables, frames[0].shape[:2], RuntimeConfig(sync=True, every=2, selection=selection,
+                                                                             codec="stac"))
         levels[selection] = [r.levels for r in (runtime.process(f) for f in frames) if r.offloaded]
     assert len(levels["uniform"]) == len(levels["paper"]) >= 5
     assert all((lv == tables.middle_level).all() for lv in levels["uniform"])
@@ -183,7 +184,7 @@ def test_a_bad_answer_is_an_edge_error_and_every_frame_keeps_a_mask(exported, ca
     edge = Garbled(exported("selfie"), tables)
     edge.garble = garble
     runtime = Runtime(edge, tables, carphone_frames[0].shape[:2],
-                      RuntimeConfig(sync=True, every=1, retry_after=0.0, selection="paper"))
+                      RuntimeConfig(sync=True, every=1, retry_after=0.0, selection="paper", codec="stac"))
     results = [runtime.process(f) for f in carphone_frames]
     assert runtime.stats.edge_errors == runtime.stats.offloaded == 4 and runtime.stats.answers == 0
     assert all(r.mask.shape == (144, 176) and r.mask.dtype == np.uint8 for r in results)
@@ -392,7 +393,7 @@ def test_recorded_edge_replays_the_real_answers_and_refuses_other_bytes(exported
     tables = TableSet.default()
     frames = list(read_frames(sample_video("carphone"), 12))
     edge = LocalEdge(exported("selfie"), tables)
-    config = RuntimeConfig(selection="paper", psnr=30.0)  # level maps from the answers: they must come in time
+    config = RuntimeConfig(selection="paper", psnr=30.0, codec="stac")  # level maps from the answers: in time
     recorded = RecordedEdge.record(frames, edge, tables, config, latency_ms=50.0)
     timing = device_loop(frames, recorded, tables, config, 50.0)
     assert timing.keyframes >= 2 and timing.offloaded == len(recorded.answers) and recorded.misses == 0

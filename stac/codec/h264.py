@@ -23,9 +23,9 @@ from .transform import check_frame, pad_to_multiple
 
 
 FPS = 30  # the stream's nominal rate; CRF rate control sees the same one whatever the source's
-# `--codec h264` as STAC's keyframe stream: chosen with its gate on the calibration clips
+# `--codec h264` as STAC's keyframe stream: chosen with its gate on the calibration clips for real-time accuracy
 # (device_runtime.runtime.ROUTE_DEFAULTS); comparisons always name their CRF
-DEFAULT_CRF = 34
+DEFAULT_CRF = 40
 MACROBLOCK = 16  # px: the unit a QP offset applies to
 
 
