@@ -51,9 +51,9 @@ COARSER_QP = 4.0
 
 def grown_region_sums(pixels: np.ndarray, regions: tuple[int, int], region_px: int, margin: int = MARGIN
                       ) -> np.ndarray:
-    """Sum of a per-pixel map [H, W] over each region grown by ``margin`` px -> [Rh, Rw]."""
+    """Pixels set in a bool map [H, W] within each region grown by ``margin`` px -> int [Rh, Rw]."""
     h, w = pixels.shape
-    integral = cv2.integral(pixels.astype(np.float64))
+    integral = cv2.integral(np.ascontiguousarray(pixels, np.uint8), sdepth=cv2.CV_32S)  # 60x a float64 one at 2 MP
     y0 = np.clip(np.arange(regions[0]) * region_px - margin, 0, h)
     y1 = np.clip((np.arange(regions[0]) + 1) * region_px + margin, 0, h)
     x0 = np.clip(np.arange(regions[1]) * region_px - margin, 0, w)

@@ -85,7 +85,7 @@ def test_offsets_coarsen_only_macroblocks_far_from_a_boundary():
 def test_boundary_selection_in_the_runtime(exported, carphone_frames):
     tables = TableSet.default()
     edge = LocalEdge(exported("selfie"), tables)
-    runtime = Runtime(edge, tables, carphone_frames[0].shape[:2], RuntimeConfig(sync=True, every=1,
+    runtime = Runtime(edge, tables, carphone_frames[0].shape[:2], RuntimeConfig(sync=True, every=1, codec="stac",
                                                                                     selection="boundary"))
     results = [runtime.process(f) for f in carphone_frames[:4]]
     assert (results[0].levels == tables.middle_level).all()  # no mask yet: one level
