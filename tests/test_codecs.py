@@ -73,7 +73,7 @@ def test_h264_without_offsets_is_pyavs_libx264(carphone_frames):
     reference.width, reference.height, reference.pix_fmt = 176, 144, "yuv420p"
     reference.time_base = Fraction(1, 30)
     reference.options = {"crf": "28", "preset": "medium", "tune": "zerolatency", "bf": "0", "g": "250"}
-    codec = H264Codec(crf=28)
+    codec = H264Codec(crf=28, preset="medium")
     for i, frame in enumerate(carphone_frames[:6]):
         vf = av.VideoFrame.from_ndarray(yuv420(frame), format="yuv420p")  # the same planes
         vf.pts = i

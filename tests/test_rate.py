@@ -96,9 +96,9 @@ def test_level_for_picks_the_nearest_level_on_a_log_scale():
 class Asked(LocalEdge):
     """The real local edge, remembering the bound each request asked for."""
 
-    def segment(self, data, kind, size, bound=None, stream=None, *options):
+    def segment(self, data, kind, size, bound=None, stream=None, *options, **named):
         self.asked.append(bound)
-        return super().segment(data, kind, size, bound, stream, *options)
+        return super().segment(data, kind, size, bound, stream, *options, **named)
 
 
 def test_a_fixed_bound_sets_the_level_and_goes_to_the_edge(exported, carphone_frames):

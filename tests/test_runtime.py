@@ -87,7 +87,7 @@ class Recording(LocalEdge):
         self.streams_seen, self.lose, self.restart = [], set(lose), set(restart)
         self.release = threading.Event()
 
-    def segment(self, data, kind, size, bound=None, stream=None, *options):
+    def segment(self, data, kind, size, bound=None, stream=None, *options, **named):
         self.calls += 1
         self.sent.append(len(data))
         self.bounds.append(bound)
@@ -100,7 +100,7 @@ class Recording(LocalEdge):
             raise EdgeError("injected failure")
         if self.hang_every and self.calls % self.hang_every == 0:
             self.release.wait(30)  # a request the edge never answers in time
-        return super().segment(data, kind, size, bound, stream, *options)
+        return super().segment(data, kind, size, bound, stream, *options, **named)
 
 
 @pytest.mark.parametrize("sync", [True, False])
@@ -164,8 +164,8 @@ def test_unset_gate_and_selection_are_the_codecs_defaults(exported, codec, psnr,
 class Garbled(LocalEdge):
     """The real local edge, its answers replaced by what a broken or hostile edge might send."""
 
-    def segment(self, data, kind, size, bound=None, stream=None, *options):
-        answer = super().segment(data, kind, size, bound, stream, *options)
+    def segment(self, data, kind, size, bound=None, stream=None, *options, **named):
+        answer = super().segment(data, kind, size, bound, stream, *options, **named)
         return self.garble(answer)
 
 
