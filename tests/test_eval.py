@@ -158,13 +158,17 @@ def test_any_region_edge_matches_the_head_at_its_own_region_size(exported, carph
     assert answer.next_levels.shape == (9, 11) and answer.mask.shape == (144, 176)
 
 
-def test_eval_end_to_end(exported, tmp_path):
+def _eval(exported, tmp_path, *options):
+    """`stac-bench eval carphone` with the selfie graphs and the built-in tables -> (the CLI's result, its --out)."""
     tables = tmp_path / "tables.json"
     TableSet.default().save(tables)
     out = tmp_path / "out"
-    result = CliRunner().invoke(bench_main, ["eval", "carphone", "--onnx-dir", str(exported("selfie")),
-                                             "--tables", str(tables), "--frames", "3", "--step", "2",
-                                             "--out", str(out), "--json", str(tmp_path / "r.json")])
+    return CliRunner().invoke(bench_main, ["eval", "carphone", "--onnx-dir", str(exported("selfie")), "--tables",
+                                           str(tables), "--out", str(out), *options]), out
+
+
+def test_eval_end_to_end(exported, tmp_path):
+    result, out = _eval(exported, tmp_path, "--frames", "3", "--step", "2", "--json", str(tmp_path / "r.json"))
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "results.json").read_text())
     assert doc == json.loads((tmp_path / "r.json").read_text())
@@ -212,13 +216,8 @@ def test_eval_end_to_end(exported, tmp_path):
 
 
 def test_eval_in_real_time_over_links(exported, tmp_path):
-    tables = tmp_path / "tables.json"
-    TableSet.default().save(tables)
-    out = tmp_path / "out"
-    result = CliRunner().invoke(bench_main, ["eval", "carphone", "--onnx-dir", str(exported("selfie")),
-                                             "--tables", str(tables), "--frames", "6", "--step", "2", "--levels",
-                                             "system,realtime", "--link", "lte", "--link", "up=200k,down=1M,rtt=150ms",
-                                             "--methods", "stac-h264-boundary,h264", "--out", str(out)])
+    result, out = _eval(exported, tmp_path, "--frames", "6", "--step", "2", "--levels", "system,realtime", "--link",
+                        "lte", "--link", "up=200k,down=1M,rtt=150ms", "--methods", "stac-h264-boundary,h264")
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "results.json").read_text())
     realtime = [p for p in doc["points"] if p["level"] == "realtime"]
@@ -264,27 +263,24 @@ def test_the_real_time_comparison_on_known_points():
 
 
 def test_eval_says_what_is_wrong(exported, tmp_path):
-    runner = CliRunner()
     tables = tmp_path / "tables.json"
     TableSet.default().save(tables)
-    bad = runner.invoke(bench_main, ["eval", "no-such-clip.mp4", "--onnx-dir", str(exported("selfie")),
-                                     "--tables", str(tables)])
+    bad = CliRunner().invoke(bench_main, ["eval", "no-such-clip.mp4", "--onnx-dir", str(exported("selfie")),
+                                          "--tables", str(tables)])
     assert bad.exit_code == 1 and "no such video file" in bad.output
-    bad = runner.invoke(bench_main, ["eval", "carphone", "--onnx-dir", str(exported("selfie")), "--tables",
-                                     str(tables), "--levels", "fast"])
-    assert bad.exit_code != 0 and "unknown level" in bad.output
-    bad = runner.invoke(bench_main, ["eval", "carphone", "--onnx-dir", str(exported("selfie")), "--tables",
-                                     str(tables), "--levels", "codec", "--methods", "stac,stac-h264"])
-    assert bad.exit_code == 1 and "unknown method stac-h264 at levels codec" in bad.output
+    for options, message in ((["--levels", "fast"], "unknown level"),
+                             (["--levels", "codec", "--methods", "stac,stac-h264"],
+                              "unknown method stac-h264 at levels codec"),
+                             (["--levels", "realtime", "--link", "up=4M,down=fast,rtt=60ms"], "down=fast: a rate"),
+                             (["--levels", "system", "--link", "lte"], "add it to --levels"),
+                             (["--levels", "realtime", "--device-ms", "-1"], "--device-ms must be >= 0")):
+        bad, _ = _eval(exported, tmp_path, *options)
+        assert bad.exit_code != 0 and message in bad.output and "Traceback" not in bad.output, options
 
 
 def test_eval_of_chosen_methods(exported, tmp_path):
-    tables = tmp_path / "tables.json"
-    TableSet.default().save(tables)
-    out = tmp_path / "out"
-    result = CliRunner().invoke(bench_main, ["eval", "carphone", "--onnx-dir", str(exported("selfie")),
-                                             "--tables", str(tables), "--frames", "3", "--step", "2", "--levels",
-                                             "system", "--methods", "stac-h264, h264", "--out", str(out)])
+    result, out = _eval(exported, tmp_path, "--frames", "3", "--step", "2", "--levels", "system", "--methods",
+                        "stac-h264, h264")
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "results.json").read_text())
     assert {p["method"] for p in doc["points"]} == {"stac-h264", "h264"}
@@ -327,12 +323,7 @@ def test_savings_of_each_subject():
 
 
 def test_eval_ablations(exported, tmp_path):
-    tables = tmp_path / "tables.json"
-    TableSet.default().save(tables)
-    out = tmp_path / "out"
-    result = CliRunner().invoke(bench_main, ["eval", "carphone", "--onnx-dir", str(exported("selfie")), "--tables",
-                                             str(tables), "--levels", "ablation", "--frames", "2", "--step", "3",
-                                             "--out", str(out)])
+    result, out = _eval(exported, tmp_path, "--levels", "ablation", "--frames", "2", "--step", "3")
     assert result.exit_code == 0, result.output
     ablations = json.loads((out / "results.json").read_text())["ablations"]
     assert sorted({p["levels_L"] for p in ablations["levels"]}) == [2, 4, 8, 16, 32]
