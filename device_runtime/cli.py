@@ -125,10 +125,10 @@ def run_command(source, edge_spec, onnx_dir, tables, psnr, every, target, codec,
                              num_classes=classes, pace=pace, on_frame=on_frame)
         finally:
             edge.close()
-    keys = ["link", "frames", "keyframes", "offloaded", "offloaded_fps", "uplink_bytes", "uplink_kbps", "downlink_bytes",
-            "downlink_kbps", "up_kbps", "down_kbps", "kbps_target", "rate_error", "rate_error_2s", "delay_p50_ms",
-            "delay_p95_ms", "delay_p99_ms", "device_fps", "edge_errors", "idrs", "idr_requests", "gate_db",
-            "carried_agreement_mean", "miou_vs_raw", "miou"]
+    keys = ["link", "frames", "keyframes", "offloaded", "offloaded_fps", "uplink_bytes", "uplink_kbps",
+            "downlink_bytes", "downlink_kbps", "up_kbps", "down_kbps", "kbps_target", "rate_error", "rate_error_2s",
+            "delay_p50_ms", "delay_p95_ms", "delay_p99_ms", "coding_ms_median", "edge_latency_ms_median", "device_fps",
+            "edge_errors", "idrs", "idr_requests", "gate_db", "carried_agreement_mean", "miou_vs_raw", "miou"]
     for key in keys:
         if report.get(key) is not None and (report[key] or key not in ("idrs", "idr_requests")):
             value = report[key]

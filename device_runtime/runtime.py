@@ -165,6 +165,7 @@ class RuntimeStats:
     frames_without_answer: int = 0
     latencies_ms: list[float] = field(default_factory=list)  # the edge's own time per answered keyframe
     delays_ms: list[float] = field(default_factory=list)  # capture to answer available, per answer
+    coding_ms: list[float] = field(default_factory=list)  # the device's own time from a keyframe's capture to its bytes
     agreements: list[float] = field(default_factory=list)  # mIoU of the carried mask vs each fresh answer
 
     def summary(self) -> dict:
@@ -180,6 +181,7 @@ class RuntimeStats:
                 "idrs": self.idrs, "idr_requests": self.idr_requests,
                 "bad_frames": self.bad_frames, "frames_without_answer": self.frames_without_answer,
                 "edge_latency_ms_median": statistics.median(lat) if lat else None,
+                "coding_ms_median": statistics.median(self.coding_ms) if self.coding_ms else None,
                 "carried_agreement_mean": statistics.fmean(self.agreements) if self.agreements else None}
 
 
@@ -437,8 +439,9 @@ class Runtime:
         request = request_bytes(exchange(data, self.kind, bound, stream, self.next_levels, (self.height, self.width),
                                          self.answer_size))
         self.stats.wire_up_bytes += request
+        self.stats.coding_ms.append((time.perf_counter() - self.captured) * 1e3)
         if self.link:
-            self._ask_over_link(key, data, bound, stream, request, time.perf_counter() - self.captured)
+            self._ask_over_link(key, data, bound, stream, request, self.stats.coding_ms[-1] / 1e3)
         elif self.config.sync:
             self._ask(key, data, bound, stream)
         else:

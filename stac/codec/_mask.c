@@ -195,6 +195,24 @@ static inline void code_plane(Encoder *e, Decoder *d, uint8_t *mask, const uint8
     }
 }
 
+/* Every plane, most significant first (encoder: e, decoder: d); -1 if memory ran out. */
+static int code_planes(Encoder *e, Decoder *d, uint8_t *mask, int h, int w, int planes) {
+    Model *models = malloc(sizeof(Model) * (CONTEXTS + 1));
+    uint8_t *zeros = calloc((size_t)w, 1);
+    if (models && zeros) {
+        Py_BEGIN_ALLOW_THREADS
+        for (int plane = planes - 1; plane >= 0 && !(d && d->overrun); plane--)
+            code_plane(e, d, mask, zeros, h, w, plane, planes, models);
+        if (e)
+            for (int i = 0; i < 5; i++) shift_low(e);
+        Py_END_ALLOW_THREADS
+    }
+    int ok = models && zeros;
+    free(models);
+    free(zeros);
+    return ok ? 0 : -1;
+}
+
 static int check_geometry(int height, int width, int planes) {
     if (height < 1 || width < 1 || planes < 1 || planes > 8) {
         PyErr_Format(PyExc_ValueError, "mask geometry %dx%d with %d planes is not codable (1..8 planes)", width,
@@ -224,24 +242,10 @@ static PyObject *encode(PyObject *self, PyObject *args) {
             return NULL;
         }
     }
-    Model *models = malloc(sizeof(Model) * (CONTEXTS + 1));
-    uint8_t *zeros = calloc((size_t)width, 1);
     Encoder e = {0, 0xFFFFFFFFu, 0, 1, NULL, 0, 0, 0};
-    if (!models || !zeros) {
-        free(models);
-        free(zeros);
-        PyBuffer_Release(&buf);
-        return PyErr_NoMemory();
-    }
-    Py_BEGIN_ALLOW_THREADS
-    for (int plane = planes - 1; plane >= 0; plane--)
-        code_plane(&e, NULL, (uint8_t *)mask, zeros, height, width, plane, planes, models);
-    for (int i = 0; i < 5; i++) shift_low(&e);
-    Py_END_ALLOW_THREADS
-    free(models);
-    free(zeros);
+    int coded = code_planes(&e, NULL, (uint8_t *)mask, height, width, planes);
     PyBuffer_Release(&buf);
-    if (e.failed) {
+    if (coded < 0 || e.failed) {
         free(e.out);
         return PyErr_NoMemory();
     }
@@ -260,25 +264,19 @@ static PyObject *decode(PyObject *self, PyObject *args) {
         return NULL;
     }
     PyObject *result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)height * width);
-    Model *models = malloc(sizeof(Model) * (CONTEXTS + 1));
-    uint8_t *zeros = calloc((size_t)width, 1);
-    if (!result || !models || !zeros) {
-        Py_XDECREF(result);
-        free(models);
-        free(zeros);
+    if (!result) {
         PyBuffer_Release(&buf);
-        return PyErr_NoMemory();
+        return NULL;
     }
     uint8_t *mask = (uint8_t *)PyBytes_AS_STRING(result);
     memset(mask, 0, (size_t)height * width);
     Decoder d = {0, 0xFFFFFFFFu, buf.buf, 0, (size_t)buf.len, 0};
-    Py_BEGIN_ALLOW_THREADS
     for (int i = 0; i < 5; i++) d.code = (d.code << 8) | next_byte(&d);
-    for (int plane = planes - 1; plane >= 0 && !d.overrun; plane--)
-        code_plane(NULL, &d, mask, zeros, height, width, plane, planes, models);
-    Py_END_ALLOW_THREADS
-    free(models);
-    free(zeros);
+    if (code_planes(NULL, &d, mask, height, width, planes) < 0) {
+        Py_DECREF(result);
+        PyBuffer_Release(&buf);
+        return PyErr_NoMemory();
+    }
     size_t consumed = d.pos, length = (size_t)buf.len;
     PyBuffer_Release(&buf);
     if (d.overrun || consumed != length) {
