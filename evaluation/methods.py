@@ -63,8 +63,9 @@ SWEEP_SPAN = 64.0
 
 
 # Real time: what the device and the edge take per keyframe, the same in every run (so runs are deterministic). The
-# device's coding time, of the order of a keyframe's encode at the evaluation clips' sizes on the 2-core machine
-# (H.264 P-frame or STAC at 720x528: 10-25 ms; docs/runtime.md); the edge's, a GPU edge: on an H200 SEGMENT took
+# device's, from capture to the keyframe's bytes (flow, gate, encode): stac-runtime --link lte measured a median of
+# 3.5 ms on carphone and 20.7 ms (H.264 route) / 17.9 ms (STAC) on megamind at 720x528 on the 2-core machine, so
+# 10 ms stands for a laptop-class device at these sizes; the edge's, a GPU edge: on an H200 SEGMENT took
 # 9.9 ms and the STAC head 21.8 ms at 2048x1024 (docs/edge.md), so 25 ms for decoding and segmenting a frame and
 # 2.2 times that for the head.
 DEVICE_MS = 10.0
