@@ -439,9 +439,10 @@ class Runtime:
         request = request_bytes(exchange(data, self.kind, bound, stream, self.next_levels, (self.height, self.width),
                                          self.answer_size))
         self.stats.wire_up_bytes += request
-        self.stats.coding_ms.append((time.perf_counter() - self.captured) * 1e3)
+        coded_s = time.perf_counter() - self.captured
+        self.stats.coding_ms.append(coded_s * 1e3)
         if self.link:
-            self._ask_over_link(key, data, bound, stream, request, self.stats.coding_ms[-1] / 1e3)
+            self._ask_over_link(key, data, bound, stream, request, coded_s)
         elif self.config.sync:
             self._ask(key, data, bound, stream)
         else:

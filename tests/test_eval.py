@@ -158,12 +158,12 @@ def test_any_region_edge_matches_the_head_at_its_own_region_size(exported, carph
     assert answer.next_levels.shape == (9, 11) and answer.mask.shape == (144, 176)
 
 
-def _eval(exported, tmp_path, *options):
-    """`stac-bench eval carphone` with the selfie graphs and the built-in tables -> (the CLI's result, its --out)."""
+def _eval(exported, tmp_path, *options, source="carphone"):
+    """`stac-bench eval SOURCE` with the selfie graphs and the built-in tables -> (the CLI's result, its --out)."""
     tables = tmp_path / "tables.json"
     TableSet.default().save(tables)
     out = tmp_path / "out"
-    return CliRunner().invoke(bench_main, ["eval", "carphone", "--onnx-dir", str(exported("selfie")), "--tables",
+    return CliRunner().invoke(bench_main, ["eval", source, "--onnx-dir", str(exported("selfie")), "--tables",
                                            str(tables), "--out", str(out), *options]), out
 
 
@@ -263,10 +263,7 @@ def test_the_real_time_comparison_on_known_points():
 
 
 def test_eval_says_what_is_wrong(exported, tmp_path):
-    tables = tmp_path / "tables.json"
-    TableSet.default().save(tables)
-    bad = CliRunner().invoke(bench_main, ["eval", "no-such-clip.mp4", "--onnx-dir", str(exported("selfie")),
-                                          "--tables", str(tables)])
+    bad, _ = _eval(exported, tmp_path, source="no-such-clip.mp4")
     assert bad.exit_code == 1 and "no such video file" in bad.output
     for options, message in ((["--levels", "fast"], "unknown level"),
                              (["--levels", "codec", "--methods", "stac,stac-h264"],
