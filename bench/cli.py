@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
+import statistics
 import sys
 from pathlib import Path
 
@@ -284,6 +286,131 @@ def fuzz(url, tables, requests, seed, timeout, pid) -> None:
     click.echo(format_report(report))
     if report.total("crash") or report.total("hang"):
         raise SystemExit(1)
+
+
+@main.command()
+@click.argument("url")
+@click.option("--count", type=int, default=20, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True), help="write the times here")
+def ping(url, count, json_path) -> None:
+    """The round trip to the edge at URL (grpc://HOST:PORT) as the application's stack sees it: gRPC health calls
+    over an open connection (ms)."""
+    from .link_bench import ping as run_ping
+
+    with cli_errors(EdgeError):
+        if count < 1:
+            raise ValueError("--count must be at least 1")
+        try:
+            times = run_ping(url, count)
+        except Exception as e:  # tritonclient's errors name the address
+            raise EdgeError(f"edge {url} does not answer: {e}") from None
+    if json_path:
+        click.open_file(json_path, "w").write(json.dumps({"url": url, "ms": times}))
+    else:
+        click.echo(f"{url}: median {statistics.median(times):.2f} ms, min {min(times):.2f}, max {max(times):.2f} "
+                   f"over {count} calls")
+
+
+@main.command()
+@click.argument("sources", nargs=-1)
+@click.option("--onnx-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="exported graphs the edge serves (default: the default model's, built once into the cache)")
+@tables_option("tables.json (default: --onnx-dir's tables.json, else the built-in set)", builtin=False)
+@click.option("--rate", "rates", multiple=True, help="uplink rate (bit/s with k, M, G), repeatable "
+              "(default: 1M, 4M, 20M)")
+@click.option("--trace", "trace_spec", help="the uplink follows a trace instead: step (5 -> 1 -> 5 Mbps, 5 s each), "
+              "bursty, or a Mahimahi trace file")
+@click.option("--down", help="downlink rate (default: the uplink's, or 20M under a trace)")
+@click.option("--codec", default=RuntimeConfig.codec, show_default=True, help="the runtime's --codec")
+@click.option("--kbps", "budgets", multiple=True, help="the runtime's --kbps, repeatable (a run each): a budget, or "
+              "auto; under a trace, auto is compared with every fixed budget given, stretch by stretch")
+@click.option("--max-delay", type=float, default=RuntimeConfig.max_delay, show_default=True,
+              help="the runtime's --max-delay (ms), and the target recovery_s is measured against")
+@click.option("--fps", type=float, help="deliver the frames at this rate (the runtime's --fps)")
+@click.option("--max-frames", type=int, help="frames of each source (default: all)")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="write the rows here")
+@click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("link_bench.log"),
+              show_default=True, help="the runtime's output (the edge's beside it, .edge.log)")
+def link(sources, onnx_dir, tables, rates, trace_spec, down, codec, budgets, max_delay, fps, max_frames, json_path,
+         log_path) -> None:
+    """Answer delays measured through a kernel-shaped link (network namespaces, tc tbf; needs root) beside the link
+    model's prediction for the same run: the real stac-runtime, paced, against a real Triton edge, per SOURCE
+    (default: carphone 176x144, megamind 720x528), rate and --kbps. Under a trace, also per stretch of one rate:
+    uplink used, p95 delay, real-time mIoU; the time to recover from each step; and for --kbps auto, the link's
+    utilization where the video needs it and the gap to the best fixed --kbps."""
+    import math
+    import tempfile
+
+    from device_runtime.sources import Source
+    from stac.edge.repository import write_repository
+    from stac.edge.server import ServerError, TritonServer
+    from stac.inference import SegmentSession, model_info
+    from stac.link import Trace, parse_rate
+
+    from .link_bench import compare_over_trace, format_rows, format_trace_rows, measure, over_trace
+    from .netns import NetnsError, ShapedLink, unavailable
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed harness still removes its namespace
+
+    with cli_errors(ServerError, NetnsError):
+        if trace_spec and rates:
+            raise ValueError("give --rate or --trace, not both")
+        reason = unavailable()
+        if reason:
+            raise ValueError(f"no shaped link on this machine: {reason}")
+        trace = Trace.named(trace_spec) if trace_spec else None
+        ups = [trace] if trace else [parse_rate(r, "--rate") for r in rates or ("1M", "4M", "20M")]
+        down_bps = parse_rate(down, "--down") if down else None
+        RuntimeConfig(kbps="auto", max_delay=max_delay)  # what the runtime would refuse, before the edge starts
+        if onnx_dir is None:
+            from export.defaults import default_build
+
+            onnx_dir = default_build(lambda message: click.echo(message + " ...", err=True))
+        if tables is None:  # the build's own, as stac-runtime takes it; else the built-in set
+            built = onnx_dir / "tables.json"
+            tables = TableSet.load(built) if built.is_file() else TableSet.default()
+        args = ["--codec", codec, "--max-delay", str(max_delay)] + \
+            (["--max-frames", str(max_frames)] if max_frames else []) + (["--fps", str(fps)] if fps else [])
+        rows = []
+        with tempfile.TemporaryDirectory() as tmp, ShapedLink(20e6, 20e6) as shaped:
+            tables.save(Path(tmp) / "tables.json")
+            args += ["--tables", str(Path(tmp) / "tables.json")]
+            repo = write_repository(Path(tmp) / "repo", onnx_dir, tables)
+            trace_prefix = Path(tmp) / "trace.json"
+            click.echo(f"edge at {shaped.host_address}, device namespace {shaped.namespace} at "
+                       f"{shaped.device_address}; starting the edge ...", err=True)
+            with TritonServer(repo, address=shaped.host_address, trace_path=trace_prefix, ready_timeout=240,
+                              log_path=log_path.with_suffix(".edge.log")) as server:
+                url = f"grpc://{server.grpc_url}"
+                for source in sources or ("carphone", "megamind"):
+                    found = []
+                    for up in ups:
+                        for kbps in budgets or (None,):
+                            label = trace.name if trace else f"{up / 1e6:g}M"
+                            click.echo(f"{source} over {label}{f', --kbps {kbps}' if kbps else ''} ...", err=True)
+                            found.append(measure(shaped, url, trace_prefix, source, args, up,
+                                                 down_bps or (20e6 if trace else up), label, log_path, kbps))
+                            click.echo(format_rows([found[-1].row()]).splitlines()[-1], err=True)
+                    if trace:  # the same runs' masks against the model's on every raw frame
+                        session = SegmentSession(onnx_dir / "segment.onnx")
+                        reference = [session.run(f) for f in Source(source, max_frames, fps).frames()]
+                        classes = len(model_info(onnx_dir)["classes"])
+                        demand = None
+                        if "auto" in budgets:
+                            click.echo(f"{source}, --kbps auto unshaped (what the video sends) ...", err=True)
+                            demand = measure(shaped, url, trace_prefix, source, args, math.inf, math.inf, "none",
+                                             log_path, "auto").report["up_kbps"]
+                        stretched = [{**m.row(), **over_trace(m, trace, reference, classes, max_delay)}
+                                     for m in found]
+                        compare_over_trace(stretched, demand)
+                        rows += stretched
+                    else:
+                        rows += [m.row() for m in found]
+    click.echo(format_rows(rows))
+    if trace:
+        click.echo(format_trace_rows(rows))
+    if json_path:
+        json_path.write_text(json.dumps(rows, indent=1))
 
 
 @main.command("eval")

@@ -50,8 +50,10 @@ def main() -> None:
               f"{ROUTE_DEFAULTS['h264'].selection}, {ROUTE_DEFAULTS['stac'].selection} with --codec stac)")
 @click.option("--bound", type=float, help="STAC loss bound (default: the table set's B): the level of a uniform map, "
               "and what the edge selects per-region levels against")
-@click.option("--kbps", type=float, help="steer STAC's bound (or, with --codec h264, the CRF) so the uplink meets "
-              "this budget (Kbps)")
+@click.option("--kbps", help="steer STAC's bound (or, with --codec h264, the CRF) so the uplink meets this budget "
+              "(Kbps), or auto: the budget follows the rate the device measures its way to the edge delivers")
+@click.option("--max-delay", type=float, default=RuntimeConfig.max_delay, show_default=True,
+              help="with --kbps auto: the capture-to-answer delay (ms) the budget keeps answers under")
 @click.option("--sync", is_flag=True, help="wait for each keyframe's answer (deterministic; for evaluation)")
 @click.option("--link", help="real time over a modelled network: up=4M,down=20M,rtt=60ms[,jitter=5ms][,trace=FILE] "
               "or a named link (constrained, lte, wifi, ideal); every mask is then the one shown at its frame's capture "
@@ -75,10 +77,11 @@ def main() -> None:
               help="seconds to wait for a remote edge at start")
 @click.option("--offline-ok", is_flag=True, help="if the edge never answers at start, run on propagation only")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="write masks/*.png, overlay.mp4")
+@click.option("--masks-only", is_flag=True, help="with --out, write the masks only (no overlay video)")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="report JSON")
-def run_command(source, edge_spec, onnx_dir, tables, psnr, every, target, codec, selection, bound, kbps, sync, link,
-                device_ms, edge_ms, max_frames, pace, fps, flow_width, preset, reference, labels, timeout, wait_edge, offline_ok, out,
-                report_path) -> None:
+def run_command(source, edge_spec, onnx_dir, tables, psnr, every, target, codec, selection, bound, kbps, max_delay,
+                sync, link, device_ms, edge_ms, max_frames, pace, fps, flow_width, preset, reference, labels, timeout,
+                wait_edge, offline_ok, out, masks_only, report_path) -> None:
     """Segment every frame of SOURCE (video file, image folder, camera index or sample clip name)."""
     with cli_errors():
         if onnx_dir is None and (edge_spec == "local" or reference == "model"):
@@ -94,7 +97,8 @@ def run_command(source, edge_spec, onnx_dir, tables, psnr, every, target, codec,
         src = Source(source, max_frames, fps)
         warning = tables.size_warning(*first_size(src))
         config = RuntimeConfig(psnr=psnr, every=every, target=target, sync=sync, codec=codec, selection=selection,
-                               bound=bound, kbps=kbps, fps=src.fps, flow_width=flow_width, preset=preset,
+                               bound=bound, kbps=_kbps(kbps), max_delay=max_delay, fps=src.fps,
+                               flow_width=flow_width, preset=preset,
                                timeout=timeout, link=link, device_ms=device_ms, edge_ms=edge_ms)
         edge = make_edge(edge_spec, tables, onnx_dir, timeout)
         ref = None
@@ -122,12 +126,13 @@ def run_command(source, edge_spec, onnx_dir, tables, psnr, every, target, codec,
         try:
             with cli_errors():
                 report = run(src, edge, tables, config, out=out, reference=ref, labels=label_files,
-                             num_classes=classes, pace=pace, on_frame=on_frame)
+                             num_classes=classes, pace=pace, overlay=not masks_only, on_frame=on_frame)
         finally:
             edge.close()
     keys = ["link", "frames", "keyframes", "offloaded", "offloaded_fps", "uplink_bytes", "uplink_kbps",
             "downlink_bytes", "downlink_kbps", "up_kbps", "down_kbps", "kbps_target", "rate_error", "rate_error_2s",
-            "delay_p50_ms", "delay_p95_ms", "delay_p99_ms", "coding_ms_median", "edge_latency_ms_median", "device_fps",
+            "budget_kbps_median", "delay_p50_ms", "delay_p95_ms", "delay_p99_ms", "coding_ms_median",
+            "edge_latency_ms_median", "device_fps",
             "edge_errors", "idrs", "idr_requests", "gate_db", "carried_agreement_mean", "miou_vs_raw", "miou"]
     for key in keys:
         if report.get(key) is not None and (report[key] or key not in ("idrs", "idr_requests")):
@@ -135,6 +140,16 @@ def run_command(source, edge_spec, onnx_dir, tables, psnr, every, target, codec,
             click.echo(f"{key:>15}: {value:.4g}" if isinstance(value, float) else f"{key:>15}: {value}")
     if report_path:
         report_path.write_text(json.dumps(report, indent=1))
+
+
+def _kbps(value: str | None) -> float | str | None:
+    """--kbps: a number of Kbps, or auto (RuntimeConfig says what is wrong with either)."""
+    if value is None or value.strip().lower() == "auto":
+        return value and "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a number of Kbps nor auto", param_hint="--kbps") from None
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""What --out writes: each frame's mask as a class-id PNG, and an overlay video."""
+"""What --out writes: each frame's mask as a class-id PNG, and an overlay video (unless masks only)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,19 +32,21 @@ def overlay(frame: np.ndarray, mask: np.ndarray, levels: np.ndarray | None, max_
 
 
 class Outputs:
-    def __init__(self, folder: str | Path, fps: float, size: tuple[int, int], max_level: int):
+    def __init__(self, folder: str | Path, fps: float, size: tuple[int, int], max_level: int, video: bool = True):
         self.folder = Path(folder)
         (self.folder / "masks").mkdir(parents=True, exist_ok=True)
         h, w = size
-        self.video = cv2.VideoWriter(str(self.folder / "overlay.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-        if not self.video.isOpened():
+        self.video = cv2.VideoWriter(str(self.folder / "overlay.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                     (w, h)) if video else None
+        if self.video is not None and not self.video.isOpened():
             raise ValueError(f"cannot write {self.folder / 'overlay.mp4'}")
         self.max_level = max_level
 
     def write(self, index: int, frame: np.ndarray | None, mask: np.ndarray, levels, keyframe: bool) -> None:
         cv2.imwrite(str(self.folder / "masks" / f"{index:06d}.png"), mask)
-        if frame is not None:
+        if frame is not None and self.video is not None:
             self.video.write(overlay(frame, mask, levels, self.max_level, keyframe))
 
     def close(self) -> None:
-        self.video.release()
+        if self.video is not None:
+            self.video.release()

@@ -29,7 +29,7 @@ def rates(stats: RuntimeStats, seconds: float) -> dict:
 
 def run(source: Source, edge: Edge, tables: TableSet, config: RuntimeConfig, *, out: str | Path | None = None,
         reference: SegmentSession | None = None, labels: list[Path] | None = None, num_classes: int = 256,
-        pace: bool = False,
+        pace: bool = False, overlay: bool = True,
         on_frame: Callable[[FrameResult, dict], None] = lambda result, live: None) -> dict:
     """Process every frame; returns the report. ``reference`` (the SEGMENT graph on raw frames) adds
     ``miou_vs_raw``, ``labels`` (class-id PNGs in frame order) ``miou``; neither counts in ``device_fps``.
@@ -37,7 +37,7 @@ def run(source: Source, edge: Edge, tables: TableSet, config: RuntimeConfig, *, 
     read as fast as possible would outrun every answer)."""
     size = first_size(source)
     runtime = Runtime(edge, tables, size, config)
-    outputs = Outputs(out, source.fps, size, tables.levels - 1) if out else None
+    outputs = Outputs(out, source.fps, size, tables.levels - 1, overlay) if out else None
     confusion = np.zeros((num_classes, num_classes), np.int64) if reference else None
     label_confusion = np.zeros((num_classes, num_classes), np.int64) if labels else None
     busy = 0.0
@@ -74,10 +74,15 @@ def run(source: Source, edge: Edge, tables: TableSet, config: RuntimeConfig, *, 
     report = {**stats.summary(), "source": source.spec, "width": size[1], "height": size[0], "fps": source.fps,
               "codec": config.codec, "selection": runtime.config.selection, "psnr_threshold": runtime.config.psnr,
               "every": config.every, "gate_db": runtime.gate_db, "bound": config.bound, "sync": config.sync,
-              "link": config.link, "flow_width": runtime.proc_size[1], "tables_id": tables.id.hex(),
+              "link": config.link, "exchanges": stats.exchanges, "flow_width": runtime.proc_size[1],
+              "tables_id": tables.id.hex(),
               "offloaded_fps": stats.offloaded / seconds, "edge_fps": stats.offloaded / seconds,
               **rates(stats, seconds), "device_fps": stats.frames / busy if busy else None}
-    if config.kbps is not None:
+    if config.kbps == "auto":
+        budgets = [r["budget_kbps"] for r in stats.rates]
+        report.update(rates=stats.rates, max_delay_ms=config.max_delay,
+                      budget_kbps_median=float(np.median(budgets)) if budgets else None)
+    elif config.kbps is not None:
         report.update(tracking_error(sent, source.fps, config.kbps))
     if confusion is not None:
         report["miou_vs_raw"] = miou(confusion)

@@ -7,10 +7,11 @@ coded with the level map of the newest answer, warped to its region grid (the mi
 answer), and sent to the edge beside the loop. When an answer arrives its keyframe's map has been
 composed with every flow since, so its mask and next levels are carried to the current frame.
 
-With an inter codec (route "h264") the keyframes form one stream, each predicted from the previous keyframe:
-one request is in flight at a time, so the edge receives them in order, and after any failure, refusal or
-timeout the next keyframe is an IDR (the edge may lack its predecessor); a refusal ("need IDR") makes the very
-next frame that keyframe (stac.edge.streams).
+With an inter codec (route "h264") the keyframes form one stream, each predicted from the previous keyframe: the
+edge must receive them in order, so several are in flight only where the edge's client keeps them in order (gRPC,
+Edge.ordered; over a link the requests are made in order anyway), one at a time otherwise; after any failure,
+refusal or timeout the next keyframe is an IDR (the edge may lack its predecessor); a refusal ("need IDR") makes
+the very next frame that keyframe (stac.edge.streams).
 
 Memory is bounded: at most ``max_in_flight`` keyframes wait for answers, plus the answered one; each
 holds its pixels, map and mask at the processing size. Edge failures and timeouts are counted, never
@@ -40,7 +41,7 @@ from stac.flow import Flow, compose, identity_map, processing_size, warp, warp_l
 from stac.gate import AccuracyGate, agreement
 from stac.inference import check_bound
 from stac.link import Link, Timeline
-from stac.rate import RateController, step_crf
+from stac.rate import AUTO_MAX_CREDIT, AutoRate, RateController, step_crf
 from stac.tables import BLOCK, TableSet
 from stac.video import psnr, resize
 
@@ -91,7 +92,15 @@ class RuntimeConfig:
     selection: str | None = None
     # (psnr and selection: None is the codec's route's default, ROUTE_DEFAULTS)
     bound: float | None = None  # STAC's loss bound (default: the table set's B): its level, and the edge's BOUND
-    kbps: float | None = None  # steer STAC's bound, or the inter codec's CRF, to this uplink budget (stac.rate)
+    # steer STAC's bound, or the inter codec's CRF, to this uplink budget (stac.rate); "auto": to the rate the device
+    # measures its way to the edge delivers, keeping answers within max_delay (stac.rate.AutoRate)
+    kbps: float | str | None = None
+    # ms, with kbps "auto": the capture-to-answer delay the budget and window keep answers under. Chosen on the
+    # calibration clip bikes over the kernel-shaped step trace (`stac-bench link bikes --trace step --fps 15 --kbps
+    # auto --max-delay D`, one run each): 150 / 250 / 400 ms gave real-time mIoU 0.698 / 0.685 / 0.694 (no
+    # difference beyond a run's noise), recovery from the steps 0.6 / 0.7 / 1.5 s, 74 / 78 / 87% of the 1 Mbps
+    # stretch used, p95 157 / 296 / 473 ms: the middle one, recovering as fast as 150 ms and using more of the link
+    max_delay: float = 250.0
     fps: float = 30.0  # the source's frame rate: the rate controller's clock
     flow_width: int = 512  # flow and propagation run at this width (or the frame's, if smaller)
     preset: str = "ultrafast"
@@ -118,6 +127,10 @@ class RuntimeConfig:
         for name, value in (("--device-ms", self.device_ms), ("--edge-ms", self.edge_ms)):
             if value is not None and not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value:g}")
+        if isinstance(self.kbps, str) and self.kbps != "auto":  # a number's range is the rate controller's
+            raise ValueError(f"--kbps must be a number of Kbps or auto, got {self.kbps!r}")
+        if not self.max_delay > 0:
+            raise ValueError(f"--max-delay must be positive, got {self.max_delay:g}")
 
 
 @dataclass
@@ -137,11 +150,14 @@ class _Keyframe:
     index: int
     pixels: np.ndarray  # RGB at the processing size
     map: np.ndarray  # current frame -> this keyframe, processing size
-    sent_at: float  # when it was captured (Runtime.now)
+    sent_at: float  # when it was captured (Runtime.now over a link, else the machine's monotonic clock)
     levels: np.ndarray | None = None  # the level map it was coded with
     mask: np.ndarray | None = None  # answer, processing size
     full_mask: np.ndarray | None = None  # answer at full size, while the map is still the identity
     next_levels: np.ndarray | None = None
+    request: int = 0  # the bytes its request put on the network
+    coded_ms: float = 0.0  # capture to coded bytes, on the device
+    handed: float = 0.0  # when its request was handed to the edge's client (Keyframe.sent_at's clock)
     state: str = "pending"  # or "superseded" (a newer answer came first) or "abandoned" (timed out)
 
 
@@ -167,6 +183,13 @@ class RuntimeStats:
     delays_ms: list[float] = field(default_factory=list)  # capture to answer available, per answer
     coding_ms: list[float] = field(default_factory=list)  # the device's own time from a keyframe's capture to its bytes
     agreements: list[float] = field(default_factory=list)  # mIoU of the carried mask vs each fresh answer
+    # every answer or error that came back: its keyframe, capture (s, Keyframe.sent_at's clock), coding time, when
+    # its request was handed to the edge's client, the bytes each way (wire), when the answer's message reached the
+    # client and when the answer was in hand, decoded and checked (same clock), and whether it was an answer: what
+    # a link model is checked against (stac-bench link)
+    exchanges: list[dict] = field(default_factory=list)
+    # --kbps auto: per answer, seconds since the first frame, the delivery rate estimated and the budget chosen
+    rates: list[dict] = field(default_factory=list)
 
     def summary(self) -> dict:
         lat = self.latencies_ms
@@ -183,6 +206,11 @@ class RuntimeStats:
                 "edge_latency_ms_median": statistics.median(lat) if lat else None,
                 "coding_ms_median": statistics.median(self.coding_ms) if self.coding_ms else None,
                 "carried_agreement_mean": statistics.fmean(self.agreements) if self.agreements else None}
+
+
+def _answer_bytes(answer: EdgeAnswer | Exception) -> int:
+    """What came back over the network: the answer's message, or an error's."""
+    return answer.wire if isinstance(answer, EdgeAnswer) else len(str(answer).encode())
 
 
 class Runtime:
@@ -207,13 +235,14 @@ class Runtime:
         if config.selection not in SELECTIONS:
             raise ValueError(f"unknown selection {config.selection!r} (known: {', '.join(SELECTIONS)})")
         # an inter stream's identity at the edge (its sequence correlation ID), and whether its next unit must be
-        # an IDR; asynchronous offload keeps one unit in flight so they reach the edge in order (over a link, the
-        # requests are made in order anyway)
+        # an IDR; asynchronous offload pipelines its units only through an edge client that keeps them in order
         self.stream_id = secrets.randbits(63) or 1
         self.need_idr = False
         self.force_keyframe = False
         self.link = Link.parse(config.link) if config.link else None
-        self.max_in_flight = 1 if self.kind == "h264" and not self.link else config.max_in_flight
+        self.pipelined = self.kind == "h264" and not self.link and not config.sync and edge.ordered
+        self.max_in_flight = 1 if self.kind == "h264" and not self.link and not self.pipelined \
+            else config.max_in_flight
         shapeable = {"uniform": ("stac", "jpeg", "h264"), "paper": ("stac",), "boundary": ("stac", "h264")}
         if self.kind not in shapeable[config.selection]:
             raise ValueError(f"--selection {config.selection} shapes keyframes of codec "
@@ -229,8 +258,14 @@ class Runtime:
                 check_bound(config.bound)  # the edge refuses what this refuses
             except ValueError as e:
                 raise ValueError(f"--bound: {e}") from None
-        self.rate = None if config.kbps is None else RateController.for_crf(config.kbps, config.fps, self.codec.crf) \
-            if self.kind == "h264" else RateController.for_bound(config.kbps, config.fps, tables)
+        self.auto = AutoRate(config.max_delay / 1e3) if config.kbps == "auto" else None
+        budget = self.auto.kbps if self.auto else config.kbps
+        self.rate = None if budget is None else RateController.for_crf(budget, config.fps, self.codec.crf) \
+            if self.kind == "h264" else RateController.for_bound(budget, config.fps, tables)
+        if self.auto:
+            self.rate.max_credit = AUTO_MAX_CREDIT
+        self.first_capture: float | None = None
+        self.last_request = 0  # bytes of the newest request sent
         if config.target is not None and config.every:
             raise ValueError("--target steers the PSNR gate: give --target or --every, not both")
         self.gate = AccuracyGate(config.target, config.psnr) if config.target is not None else None
@@ -263,9 +298,11 @@ class Runtime:
         otherwise the machine's."""
         return (self.index - 1) / self.config.fps if self.link else time.monotonic()
 
-    def _call(self, data: bytes, bound: float | None, stream: Stream | None) -> tuple[EdgeAnswer | Exception, float]:
-        """The edge's answer to one keyframe (or why there is none), and the seconds it took."""
-        started = time.perf_counter()
+    def _call(self, key: _Keyframe, data: bytes, bound: float | None,
+              stream: Stream | None) -> tuple[EdgeAnswer | Exception, float]:
+        """The edge's answer to one keyframe (or why there is none), and when it was in hand (time.monotonic); when
+        the request was handed to the edge goes to ``key.handed``."""
+        key.handed = time.monotonic()
         try:
             answer: EdgeAnswer | Exception = self.edge.segment(data, self.kind, (self.height, self.width), bound,
                                                                stream, self.next_levels, self.answer_size)
@@ -273,26 +310,48 @@ class Runtime:
                          self.regions if self.next_levels else None, self.tables.levels)
         except Exception as e:  # an edge is never allowed to stop the loop
             answer = e
-        return answer, time.perf_counter() - started
+        return answer, time.monotonic()
 
     def _ask(self, key: _Keyframe, data: bytes, bound: float | None, stream: Stream | None) -> None:
-        answer, seconds = self._call(data, bound, stream)
-        self.answers.put((key, answer, seconds * 1e3))
+        answer, arrived = self._call(key, data, bound, stream)
+        self.answers.put((key, answer, (arrived - key.handed) * 1e3, arrived))
+
+    def _ask_in_order(self, key: _Keyframe, data: bytes, bound: float | None, stream: Stream | None) -> None:
+        """Ask without waiting, behind the requests already made (Edge.segment_async)."""
+        def done(answer: EdgeAnswer | Exception) -> None:
+            arrived = time.monotonic()
+            if isinstance(answer, EdgeAnswer):
+                try:
+                    check_answer(answer, self.answer_size or (self.height, self.width), None, self.tables.levels)
+                except Exception as e:
+                    answer = e
+            self.answers.put((key, answer, (arrived - key.handed) * 1e3, arrived))
+
+        key.handed = time.monotonic()
+        self.edge.segment_async(done, data, self.kind, (self.height, self.width), bound, stream, self.next_levels,
+                                self.answer_size)
 
     def _ask_over_link(self, key: _Keyframe, data: bytes, bound: float | None, stream: Stream | None,
                        request: int, coded_s: float) -> None:
         """Ask now, and hold the answer back until the link delivers it (stac.link); ``request``: the bytes the
         request puts on the uplink; ``coded_s``: how long after its capture the device had the keyframe coded."""
-        answer, seconds = self._call(data, bound, stream)
+        answer, arrived = self._call(key, data, bound, stream)
         config = self.config
-        edge_s = seconds if config.edge_ms is None else config.edge_ms / 1e3
+        edge_s = arrived - key.handed if config.edge_ms is None else config.edge_ms / 1e3
         device_s = coded_s if config.device_ms is None else config.device_ms / 1e3
-        down = answer.wire if isinstance(answer, EdgeAnswer) else len(str(answer).encode())  # an error's message
-        timeline = self.link.exchange(key.sent_at, device_s, request, edge_s, down)
+        timeline = self.link.exchange(key.sent_at, device_s, request, edge_s, _answer_bytes(answer))
+        key.handed = timeline.sent
         heapq.heappush(self.arrivals, (timeline.available, next(self._order), key, answer, timeline))
 
-    def _apply(self, key: _Keyframe, answer, latency_ms: float, delay_ms: float) -> None:
-        if isinstance(answer, EdgeAnswer):  # the answer crossed the network, whatever becomes of it here
+    def _apply(self, key: _Keyframe, answer, latency_ms: float, arrived: float) -> None:
+        """An answer (or error) for ``key`` reached the device at ``arrived`` (the clock of key.sent_at)."""
+        delay_ms = (arrived - key.sent_at) * 1e3
+        ok = isinstance(answer, EdgeAnswer)
+        self.stats.exchanges.append({"frame": key.index, "capture_s": key.sent_at, "coded_ms": key.coded_ms,
+                                     "handed_s": key.handed, "up_bytes": key.request,
+                                     "down_bytes": _answer_bytes(answer), "available_s": arrived,
+                                     "received_s": answer.received if ok and answer.received else arrived, "ok": ok})
+        if ok:  # the answer crossed the network, whatever becomes of it here
             self.stats.downlink_bytes += answer.payload
             self.stats.wire_down_bytes += answer.wire
         if key.state == "abandoned":
@@ -309,6 +368,11 @@ class Runtime:
                 self.backoff_until = self.now() + self.config.retry_after
             return
         self.stats.answers += 1
+        if self.auto:
+            self.auto.answered(key.sent_at, key.handed, answer.received or arrived, arrived, key.request)
+            self.rate.set_kbps(self.auto.kbps)
+            self.stats.rates.append({"t": arrived - self.first_capture, "budget_kbps": self.auto.kbps,
+                                     "estimate_kbps": self.auto.delivery.estimate * 8 / 1e3})
         self.stats.latencies_ms.append(latency_ms)
         self.stats.delays_ms.append(delay_ms)
         if key.state == "superseded" or (self.answered is not None and key.index < self.answered.index):
@@ -333,17 +397,17 @@ class Runtime:
         """Over a link: apply every answer that has reached the device by ``until`` (video time)."""
         while self.arrivals and self.arrivals[0][0] <= until + 1e-9:
             _, _, key, answer, timeline = heapq.heappop(self.arrivals)
-            self._apply(key, answer, (timeline.served - timeline.at_edge) * 1e3, timeline.delay * 1e3)
+            self._apply(key, answer, (timeline.served - timeline.at_edge) * 1e3, timeline.available)
 
     def _collect(self) -> None:
         now = self.now()
         self._arrive(now)
         while True:
             try:
-                key, answer, latency_ms = self.answers.get_nowait()
+                key, answer, latency_ms, arrived = self.answers.get_nowait()
             except queue.Empty:
                 break
-            self._apply(key, answer, latency_ms, (self.now() - key.sent_at) * 1e3)
+            self._apply(key, answer, latency_ms, arrived)
         for key in [k for k in self.pending if now - k.sent_at > self.config.timeout]:
             key.state = "abandoned"
             self.pending.remove(key)
@@ -360,13 +424,18 @@ class Runtime:
         now = self.now()
         return (now >= self.backoff_until and len(self.pending) < self.max_in_flight
                 and len(self.threads) < self.max_in_flight + 2
-                and (self.link is None or self.link.up.backlog(now) <= 1 / self.config.fps))
+                and (self.link is None or self.link.up.backlog(now) <= 1 / self.config.fps)
+                and (self.auto is None or self.auto.may_send(sum(k.request for k in self.pending), self.last_request)))
 
     # -- frame side --------------------------------------------------------------------------------------
 
     def _bound(self, index: int) -> float | None:
         """The loss bound asked of STAC keyframe ``index``; None leaves the edge at its table set's B."""
-        return self.rate.knob(index) if self.rate and self.kind == "stac" else self.config.bound
+        return self.rate.knob(index, self._most()) if self.rate and self.kind == "stac" else self.config.bound
+
+    def _most(self) -> float | None:
+        """--kbps auto: the most bytes a keyframe may take and still be answered within the delay target."""
+        return self.auto.most() if self.auto else None
 
     def _next_levels(self, bound: float | None, frame: np.ndarray) -> np.ndarray:
         a = self.answered
@@ -381,7 +450,9 @@ class Runtime:
     def process(self, frame: np.ndarray | None) -> FrameResult:
         """One frame (RGB uint8 [H, W, 3], or None for a frame that could not be read) -> its mask."""
         index, self.index = self.index, self.index + 1
-        self.captured = time.perf_counter()
+        self.captured = time.monotonic()
+        if self.first_capture is None:
+            self.first_capture = self.now() if self.link else self.captured
         self.stats.frames += 1
         self._collect()
         if frame is None or frame.shape != (self.height, self.width, 3):
@@ -426,25 +497,29 @@ class Runtime:
         bound = self._bound(index)
         levels = self._next_levels(bound, frame) if self.kind == "stac" else None
         if self.rate and self.kind == "h264":
-            step = self.rate.knob(index)
+            step = self.rate.knob(index, self._most())
             self.codec.set_crf(step_crf(step))
         data, stream = self._encode(frame, levels)
         if self.rate:  # the knob it really coded at: the step, or the map's bound (a level's, its geometric mean)
             self.rate.update(index, len(data), step if self.kind == "h264"
                              else float(np.exp(np.log(self.tables.bounds[levels]).mean())))
-        key = _Keyframe(index, small, self.grid.copy(), self.now(), levels)
+        key = _Keyframe(index, small, self.grid.copy(), self.now() if self.link else self.captured, levels)
         self.pending.append(key)
         self.stats.offloaded += 1
         self.stats.uplink_bytes += len(data)
         request = request_bytes(exchange(data, self.kind, bound, stream, self.next_levels, (self.height, self.width),
                                          self.answer_size))
         self.stats.wire_up_bytes += request
-        coded_s = time.perf_counter() - self.captured
-        self.stats.coding_ms.append(coded_s * 1e3)
+        coded_s = time.monotonic() - self.captured
+        key.request, key.coded_ms = request, coded_s * 1e3
+        self.last_request = request
+        self.stats.coding_ms.append(key.coded_ms)
         if self.link:
             self._ask_over_link(key, data, bound, stream, request, coded_s)
         elif self.config.sync:
             self._ask(key, data, bound, stream)
+        elif self.pipelined:
+            self._ask_in_order(key, data, bound, stream)
         else:
             thread = threading.Thread(target=self._ask, args=(key, data, bound, stream), daemon=True)
             self.threads.append(thread)
@@ -493,8 +568,12 @@ class Runtime:
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._collect()
+        while self.pipelined and self.pending and time.monotonic() < deadline:
+            time.sleep(0.005)
+            self._collect()
         self._arrive(float("inf"))  # over a link: what arrives after the last frame crossed the network too
-        if self.kind == "h264" and self.codec.position and not any(t.is_alive() for t in self.threads):
+        if self.kind == "h264" and self.codec.position and not any(t.is_alive() for t in self.threads) \
+                and not (self.pipelined and self.pending):
             try:  # END: the edge may release the stream's decoder now rather than when it goes idle
                 self.edge.end(Stream(self.stream_id, self.codec.position, False))
             except Exception:  # the edge releases an idle stream by itself

@@ -9,6 +9,8 @@ command -v gcc >/dev/null || need+=(gcc)
 [ -f /usr/include/jpeglib.h ] || need+=(libjpeg62-turbo-dev)
 [ -f /usr/include/x264.h ] || need+=(libx264-dev)
 python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
+# ip and tc: stac-bench link's kernel-shaped link (network namespaces) and its tests
+{ command -v ip && command -v tc; } >/dev/null || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing system packages: ${need[*]}"
     if [ "$(id -u)" -ne 0 ]; then

@@ -1,10 +1,10 @@
 """The network between a device and its edge, in virtual time: when each keyframe's answer reaches the device.
 
 A keyframe captured at time t is ready to send once the device has coded it (``device_s`` later). Its request
-waits for the uplink (first in, first out), crosses it at the uplink's rate (or in a trace's delivery
-opportunities) and reaches the edge RTT/2 (plus jitter) after its last byte left; the edge serves one request of
-the device at a time, each in ``edge_s``; the answer waits for the downlink, crosses it, and reaches the device
-RTT/2 (plus jitter) later:
+waits for the uplink (first in, first out), crosses it at the uplink's rate as TCP segments, headers counted (or
+one segment per delivery opportunity of a trace) and reaches the edge RTT/2 (plus jitter) after its last byte
+left; the edge serves one request of the device at a time, each in ``edge_s``; the answer waits for the
+downlink, crosses it, and reaches the device RTT/2 (plus jitter) later:
 
     available = capture + device + queue and upload + RTT/2 + edge queue and time + download + RTT/2
 
@@ -13,9 +13,15 @@ fixed ones; ``stac-runtime --link`` measures its own encode and the real edge). 
 TCP does: jitter delays a message, never lets it overtake the one before.
 
 A link is spelled ``up=4M,down=20M,rtt=60ms`` (rates in bit/s with k, M or G, or ``inf``; times in ms, s or us),
-with optional ``jitter=5ms`` (each crossing delayed by up to that much, uniformly, from a fixed seed) and
+with optional ``jitter=5ms`` (each crossing delayed by up to that much, uniformly, from a fixed seed),
+``burst=3028`` (each direction's rate kept by a token bucket of that many bytes, as a kernel's shaper keeps it: a
+message after an idle spell crosses its first bytes at once) and
 ``trace=FILE`` (the uplink follows a Mahimahi trace: one line per 1500-byte delivery opportunity, its time in ms,
-the trace repeating) or ``down-trace=FILE``; or one of the named LINKS.
+the trace repeating; or a built-in trace named in TRACES) or ``down-trace=FILE``; or one of the named LINKS.
+
+A rate is what the link carries at its own layer: a message of n bytes is n plus, per TCP segment of at most
+SEGMENT bytes, HEADERS bytes of TCP/IPv4 headers and an Ethernet frame's (what a kernel's rate limiter counts:
+measured through `tc tbf` on a veth, 0.955 of the rate reached the application, as 1448 / 1514 predicts).
 """
 from __future__ import annotations
 
@@ -26,7 +32,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MTU = 1500  # bytes one delivery opportunity of a Mahimahi trace carries
+MTU = 1500  # bytes one delivery opportunity of a Mahimahi trace carries: one IP packet
+SEGMENT = 1448  # a TCP segment's payload in an MTU-sized packet (IPv4 20 + TCP 20 + timestamps 12 bytes of headers)
+HEADERS = MTU - SEGMENT + 14  # what each segment adds on a rate-limited link: its headers and an Ethernet header
 # Named links: the evaluation's three (the uplink and RTT of a constrained cellular link, of LTE, of Wi-Fi; the
 # downlink a typical multiple of the uplink), and the ideal one every answer crosses at once.
 LINKS = {"constrained": "up=1M,down=2M,rtt=150ms", "lte": "up=4M,down=20M,rtt=60ms",
@@ -35,6 +43,17 @@ _RATE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*([kmg]?)(?:bit/s|bps|b/s)?$", re.I
 _TIME = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|us)$")
 _SCALE = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
 _SECONDS = {"ms": 1e-3, "s": 1.0, "us": 1e-6}
+
+
+def _bursty(seconds: int = 20, window: float = 0.2, seed: int = 7) -> list[tuple[float, float]]:
+    """A cellular-like uplink: the rate redrawn every ``window`` from 0.3-12 Mbps (log-uniform; a fixed seed), so
+    it swings by 40x within a second and averages 2.9 Mbps."""
+    draw = random.Random(seed)
+    return [(window, math.exp(draw.uniform(math.log(0.3e6), math.log(12e6)))) for _ in range(round(seconds / window))]
+
+
+# Built-in traces (trace=NAME): a step down and back up (5 -> 1 -> 5 Mbps, 5 s each), and a bursty link
+TRACES = {"step": [(5.0, 5e6), (5.0, 1e6), (5.0, 5e6)], "bursty": _bursty()}
 
 
 class LinkError(ValueError):
@@ -50,6 +69,11 @@ def parse_rate(text: str, key: str) -> float:
     if not value > 0:
         raise LinkError(f"{key}={text}: a rate is a positive number of bit/s with k, M or G (e.g. {key}=4M), or inf")
     return value
+
+
+def on_wire(nbytes: int) -> int:
+    """What a message of ``nbytes`` sent over TCP weighs on a rate-limited link, headers included."""
+    return nbytes + max(1, math.ceil(nbytes / SEGMENT)) * HEADERS
 
 
 def parse_time(text: str, key: str) -> float:
@@ -84,9 +108,48 @@ class Trace:
         except ValueError:
             raise LinkError(f"trace {path}: each line must be a whole number of milliseconds") from None
 
+    @classmethod
+    def from_rates(cls, spans: list[tuple[float, float]], name: str) -> "Trace":
+        """Opportunities at a rate held for each (seconds, bit/s) span in turn: as many per millisecond as the
+        rate delivers packets (a fraction carried to the next)."""
+        times, owed, start = [], 0.0, 0
+        for seconds, bps in spans:
+            for ms in range(start + 1, start + round(seconds * 1e3) + 1):
+                owed += bps / 1e3 / (MTU * 8)
+                times += [ms] * int(owed)
+                owed -= int(owed)
+            start += round(seconds * 1e3)
+        trace = cls(times, name)
+        trace.period = start / 1e3  # the spans' length, even if the last millisecond carries nothing
+        return trace
+
+    @classmethod
+    def named(cls, spec: str) -> "Trace":
+        """A built-in trace (TRACES) by name, else a Mahimahi trace file."""
+        return cls.from_rates(TRACES[spec], spec) if spec in TRACES else cls.load(spec)
+
     @property
     def mean_bps(self) -> float:
         return len(self.times) * MTU * 8 / self.period
+
+    def stretches(self, window: float = 0.1, tolerance: float = 0.15) -> list[tuple[float, float]]:
+        """One period as (seconds, bit/s) stretches of one rate: ``window`` spans merged while each is within
+        ``tolerance`` of the stretch's mean (a steady rate's spans differ by a packet), at the stretch's mean."""
+        merged: list[list[float]] = []  # [seconds, bits]
+        for seconds, bps in self.spans(window):
+            if merged and abs(bps / (merged[-1][1] / merged[-1][0]) - 1) <= tolerance:
+                merged[-1][0] += seconds
+                merged[-1][1] += bps * seconds
+            else:
+                merged.append([seconds, bps * seconds])
+        return [(seconds, bits / seconds) for seconds, bits in merged]
+
+    def spans(self, window: float) -> list[tuple[float, float]]:
+        """One period as (seconds, bit/s) spans of ``window`` seconds each (the last may be shorter), each at the
+        rate the trace delivers within it: what a kernel's rate limiter can follow."""
+        edges = [i * window for i in range(math.ceil(self.period / window - 1e-9))] + [self.period]
+        return [(b - a, (bisect.bisect_right(self.times, b + 1e-12) - bisect.bisect_right(self.times, a + 1e-12))
+                 * MTU * 8 / (b - a)) for a, b in zip(edges, edges[1:])]
 
     def time(self, index: int) -> float:
         """When opportunity ``index`` (counting through every repetition) comes."""
@@ -105,7 +168,9 @@ class Pipe:
     """One direction of the link: a first-in-first-out queue drained at ``bps`` or by ``trace``."""
     bps: float
     trace: Trace | None = None
+    burst: int = 0  # bytes a shaper's token bucket lets through at once after an idle spell (0: none)
     free_at: float = 0.0  # when the last message's last byte left
+    tokens: float | None = None  # the bucket's bytes at free_at (None: full)
     next_opportunity: int = 0  # trace: the first opportunity no message has used
     arrived_at: float = 0.0  # when the last message reached the other end (in-order delivery)
 
@@ -118,11 +183,17 @@ class Pipe:
         start = max(t, self.free_at)
         if self.trace is not None:
             first = max(self.next_opportunity, self.trace.first_at(start))
-            packets = max(1, math.ceil(nbytes / MTU))
+            packets = max(1, math.ceil(nbytes / SEGMENT))
             self.next_opportunity = first + packets
             self.free_at = max(start, self.trace.time(first + packets - 1))
+        elif math.isfinite(self.bps):
+            wire = on_wire(nbytes)
+            tokens = self.burst if self.tokens is None else min(
+                self.burst, self.tokens + (start - self.free_at) * self.bps / 8)
+            self.free_at = start + max(0.0, wire - tokens) * 8 / self.bps
+            self.tokens = max(0.0, tokens - wire)
         else:
-            self.free_at = start + (nbytes * 8 / self.bps if math.isfinite(self.bps) else 0.0)
+            self.free_at = start
         return self.free_at
 
     def deliver(self, left: float, delay: float) -> float:
@@ -164,14 +235,14 @@ class Link:
         for item in filter(None, (part.strip() for part in text.split(","))):
             key, eq, value = item.partition("=")
             key = key.strip()
-            if not eq or key not in ("up", "down", "rtt", "jitter", "trace", "down-trace"):
+            if not eq or key not in ("up", "down", "rtt", "jitter", "burst", "trace", "down-trace"):
                 raise LinkError(f"bad link item {item!r}: expected up=RATE, down=RATE, rtt=TIME, jitter=TIME, "
-                                f"trace=FILE or down-trace=FILE (or a named link: {', '.join(LINKS)})")
+                                f"burst=BYTES, trace=FILE or down-trace=FILE (or a named link: {', '.join(LINKS)})")
             if key in values:
                 raise LinkError(f"link item {key} given twice")
             values[key] = value.strip()
-        up_trace = Trace.load(values["trace"]) if "trace" in values else None
-        down_trace = Trace.load(values["down-trace"]) if "down-trace" in values else None
+        up_trace = Trace.named(values["trace"]) if "trace" in values else None
+        down_trace = Trace.named(values["down-trace"]) if "down-trace" in values else None
         for key, trace in (("up", up_trace), ("down", down_trace)):
             if key not in values and trace is None:
                 raise LinkError(f"link {spec!r} gives no {key}link rate ({key}=RATE"
@@ -180,8 +251,11 @@ class Link:
             raise LinkError(f"link {spec!r} gives no round-trip time (rtt=TIME, e.g. rtt=60ms)")
         up = up_trace.mean_bps if up_trace and "up" not in values else parse_rate(values["up"], "up")
         down = down_trace.mean_bps if down_trace and "down" not in values else parse_rate(values["down"], "down")
-        return cls(Pipe(up, up_trace), Pipe(down, down_trace), parse_time(values["rtt"], "rtt"),
-                   parse_time(values.get("jitter", "0ms"), "jitter"), spec.strip())
+        burst = values.get("burst", "0")
+        if not burst.isdigit():
+            raise LinkError(f"burst={burst}: a token bucket's size is a whole number of bytes (e.g. burst=3028)")
+        return cls(Pipe(up, up_trace, int(burst)), Pipe(down, down_trace, int(burst)),
+                   parse_time(values["rtt"], "rtt"), parse_time(values.get("jitter", "0ms"), "jitter"), spec.strip())
 
     @property
     def ideal(self) -> bool:

@@ -241,6 +241,18 @@ def test_eval_in_real_time_over_links(exported, tmp_path):
     assert "Real time, link `lte`" in (out / "report.md").read_text() and (out / "realtime.png").stat().st_size > 0
 
 
+def test_eval_over_a_trace(exported, tmp_path):
+    # the built-in bursty trace on the uplink: its opportunities, not a fixed rate, carry the keyframes
+    link = "trace=bursty,down=5M,rtt=40ms"
+    result, out = _eval(exported, tmp_path, "--frames", "4", "--step", "2", "--levels", "realtime", "--link", link,
+                        "--methods", "stac-h264-boundary")
+    assert result.exit_code == 0, result.output
+    realtime = [p for p in json.loads((out / "results.json").read_text())["points"] if p["level"] == "realtime"]
+    assert realtime and {p["link"] for p in realtime} == {link}
+    assert all(p["delay_p50_ms"] >= 10 + 40 + 25 and p["up_kbps"] > 0 for p in realtime)
+    assert f"Real time, link `{link}`" in (out / "report.md").read_text()
+
+
 def test_the_real_time_comparison_on_known_points():
     from evaluation.realtime import compare_realtime
 

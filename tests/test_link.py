@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from device_runtime.cli import main as runtime_cli
 from device_runtime.runtime import Runtime, RuntimeConfig
 from stac.edge.client import LocalEdge
-from stac.link import LINKS, Link, LinkError, Trace
+from stac.link import LINKS, TRACES, Link, LinkError, Trace, on_wire
 from stac.tables import TableSet
 from stac.video import read_frames, sample_video
 
@@ -16,17 +16,20 @@ from stac.video import read_frames, sample_video
 def test_one_keyframe():
     link = Link.parse("up=1M,down=2M,rtt=100ms")
     t = link.exchange(capture=1.0, device_s=0.01, up_bytes=12500, edge_s=0.025, down_bytes=250)
-    # coded at 1.01, 100 ms on the uplink, 50 ms across, 25 ms at the edge, 1 ms down, 50 ms back
-    assert t.sent == pytest.approx(1.01) and t.at_edge == pytest.approx(1.16)
-    assert t.served == pytest.approx(1.185) and t.available == pytest.approx(1.236)
-    assert t.delay == pytest.approx(0.236)
+    # coded at 1.01; 12500 B in 9 TCP segments of 66 B of headers each: 104.752 ms on the uplink; 50 ms across, 25 ms
+    # at the edge, 250 + 66 B down in 1.264 ms, 50 ms back
+    assert on_wire(12500) == 12500 + 9 * 66 and on_wire(0) == 66
+    assert t.sent == pytest.approx(1.01) and t.at_edge == pytest.approx(1.164752)
+    assert t.served == pytest.approx(1.189752) and t.available == pytest.approx(1.241016)
+    assert t.delay == pytest.approx(0.241016)
 
 
 def test_a_queue_on_the_uplink_and_at_the_edge():
     link = Link.parse("up=1M,down=inf,rtt=0ms")
-    first = link.exchange(0.0, 0.0, 15625, 0.2, 10)  # 125 ms on the uplink
+    size = 15625 - 11 * 66  # 11 segments: 125 ms on the uplink, headers included
+    first = link.exchange(0.0, 0.0, size, 0.2, 10)
     assert link.up.backlog(0.05) == pytest.approx(0.075)
-    second = link.exchange(0.01, 0.0, 15625, 0.2, 10)  # waits for the first to leave
+    second = link.exchange(0.01, 0.0, size, 0.2, 10)  # waits for the first to leave
     assert first.at_edge == pytest.approx(0.125) and second.at_edge == pytest.approx(0.25)
     assert first.available == pytest.approx(0.325) and second.available == pytest.approx(0.525)  # edge queue
     assert link.up.backlog(0.3) == 0
@@ -34,7 +37,7 @@ def test_a_queue_on_the_uplink_and_at_the_edge():
 
 def test_a_slow_downlink():
     link = Link.parse("up=inf,down=100k,rtt=20ms")
-    t = link.exchange(0.0, 0.0, 1000, 0.0, 12500)  # a second to come back
+    t = link.exchange(0.0, 0.0, 1000, 0.0, 12500 - 9 * 66)  # a second to come back, its 9 segments' headers included
     assert t.at_edge == pytest.approx(0.01) and t.available == pytest.approx(1.02)
 
 
@@ -45,10 +48,35 @@ def test_a_trace_delivers_a_packet_per_opportunity(tmp_path):
     assert [trace.time(i) for i in range(6)] == pytest.approx([0.001, 0.002, 0.002, 0.003, 0.004, 0.005])
     link = Link.parse(f"trace={tmp_path / 't'},down=inf,rtt=0ms")
     assert link.up.bps == trace.mean_bps
-    assert link.exchange(0.0, 0.0, 3000, 0.0, 0).at_edge == pytest.approx(0.002)  # two packets: 1 and 2 ms
+    assert link.exchange(0.0, 0.0, 2896, 0.0, 0).at_edge == pytest.approx(0.002)  # two full segments: 1 and 2 ms
     assert link.exchange(0.0, 0.0, 1, 0.0, 0).at_edge == pytest.approx(0.002)  # the second opportunity at 2 ms
-    assert link.exchange(0.0, 0.0, 4500, 0.0, 0).at_edge == pytest.approx(0.005)  # 3, 4 (=1+3), 5 ms
+    assert link.exchange(0.0, 0.0, 2897, 0.0, 0).at_edge == pytest.approx(0.005)  # three segments: 3, 4 (=1+3), 5 ms
     assert link.exchange(0.0101, 0.0, 1, 0.0, 0).at_edge == pytest.approx(0.011)  # idle until 10.1 ms: 11 = 2+3*3
+
+
+def test_a_token_bucket_lets_a_burst_through_after_an_idle_spell():
+    link = Link.parse("up=1M,down=inf,rtt=0ms,burst=3028")
+    assert link.exchange(0.0, 0.0, 1000, 0.0, 0).at_edge == 0  # within the full bucket
+    # 1066 B used; 3028 - 1066 = 1962 left: of 9000 B (7 segments, 9462 B on the wire) 7500 wait for the rate
+    assert link.exchange(0.0, 0.0, 9000, 0.0, 0).at_edge == pytest.approx(0.06)
+    later = link.up.free_at + 0.012  # 12 ms idle refills 1500 B
+    assert link.exchange(later, 0.0, 2000, 0.0, 0).at_edge == pytest.approx(later + (2132 - 1500) * 8 / 1e6)
+    assert link.exchange(100.0, 0.0, 2800, 0.0, 0).at_edge == 100.0  # full again (2932 B on the wire)
+    assert link.exchange(200.0, 0.0, 2900, 0.0, 0).at_edge == pytest.approx(200 + (3098 - 3028) * 8 / 1e6)
+
+
+def test_built_in_traces():
+    step = Trace.named("step")
+    assert [round(bps / 1e6, 2) for _, bps in step.spans(5.0)] == [5.0, 1.0, 5.0] and step.period == 15.0
+    # 100 ms spans differ by a packet (0.96 or 1.08 Mbps at 1 Mbps); merged, they are the three steps
+    assert [(s, round(bps / 1e6, 2)) for s, bps in step.stretches(0.1)] == [(5.0, 5.0), (5.0, 1.0), (5.0, 5.0)]
+    bursty = Trace.named("bursty")
+    rates = [bps for _, bps in bursty.spans(0.2)]
+    assert len(rates) == len(TRACES["bursty"]) and max(rates) / min(rates) > 10 and 2e6 < bursty.mean_bps < 5e6
+    link = Link.parse("trace=step,down=20M,rtt=0ms")
+    assert link.up.trace.name == "step" and link.up.bps == pytest.approx(step.mean_bps)
+    slow = link.exchange(6.0, 0.0, 125000, 0.0, 0).at_edge - 6.0  # 1 Mbps: ~1 s, headers included
+    assert slow == pytest.approx(on_wire(125000) * 8 / 1e6, rel=0.01)
 
 
 def test_jitter_delays_within_bounds_in_order_and_the_same_every_run():
@@ -73,7 +101,8 @@ def test_named_and_malformed_links(tmp_path):
     for bad, message in (("up=fast,down=1M,rtt=1ms", "up=fast: a rate"), ("up=1M,down=1M,rtt=60", "rtt=60: a time"),
                          ("up=1M,down=1M", "no round-trip time"), ("down=1M,rtt=1ms", "no uplink rate"),
                          ("up=1M,rtt=1ms", "no downlink rate"), ("up=1M,down=1M,rtt=1ms,loss=1%", "bad link item"),
-                         ("up=1M,up=2M,down=1M,rtt=1ms", "twice"), ("up=-1M,down=1M,rtt=1ms", "up=-1M"),
+                         ("up=1M,up=2M,down=1M,rtt=1ms", "twice"),
+                         ("up=1M,down=1M,rtt=1ms,burst=3k", "burst=3k"), ("up=-1M,down=1M,rtt=1ms", "up=-1M"),
                          (f"trace={tmp_path / 'none'},down=1M,rtt=1ms", "none"), ("lte2", "bad link item")):
         with pytest.raises(LinkError, match=message):
             Link.parse(bad)
@@ -115,8 +144,11 @@ def test_answers_arrive_when_the_link_delivers_them(edge, frames):
     link = "up=1M,down=20M,rtt=60ms"  # a STAC keyframe here (~9.5 KB) takes ~76 ms to upload: longer than a frame
     runtime, results = _run(edge, frames, link=link, device_ms=5, edge_ms=25, every=1, codec="stac")
     first = next(r.index for r in results if r.answered)
-    # the first keyframe (frame 0): 5 ms coding, its bytes at 1 Mbps, 30 ms, 25 ms at the edge, its answer, 30 ms
-    upload = results[0].sent_bytes * 8 / 1e6 * 1e3
+    # the first keyframe (frame 0): 5 ms coding, its request at 1 Mbps (headers included), 30 ms, 25 ms at the edge,
+    # its answer, 30 ms
+    first_request = runtime.stats.exchanges[0]
+    assert first_request["frame"] == 0 and first_request["up_bytes"] > results[0].sent_bytes
+    upload = on_wire(first_request["up_bytes"]) * 8 / 1e6 * 1e3
     assert runtime.stats.delays_ms[0] == pytest.approx(5 + upload + 30 + 25 + 30, abs=3)
     assert first == math.ceil(runtime.stats.delays_ms[0] / 1e3 * 30)
     assert not any(r.answered for r in results[:first])

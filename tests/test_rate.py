@@ -6,7 +6,8 @@ from device_runtime.run import run
 from device_runtime.runtime import Runtime, RuntimeConfig
 from device_runtime.sources import Source
 from stac.edge.client import LocalEdge
-from stac.rate import CRF_RANGE, RateController, crf_step, step_crf, tracking_error
+from stac.link import Link, on_wire
+from stac.rate import CRF_RANGE, WINDOW_GAIN, AutoRate, DeliveryRate, RateController, crf_step, step_crf, tracking_error
 from stac.tables import TableSet
 
 
@@ -144,3 +145,114 @@ def test_a_lower_budget_sends_fewer_bytes_and_the_report_says_how_close(exported
         assert report["kbps_target"] == kbps
         assert report["rate_error"] == pytest.approx(report["uplink_kbps"] / kbps - 1)
         assert abs(report["rate_error"]) < 0.25
+
+
+def _through(link: Link, sizes: list[int], every: float, edge_s: float = 0.02) -> tuple[DeliveryRate, list]:
+    """Requests of ``sizes`` bytes handed every ``every`` s through a modelled link; the estimator fed in order."""
+    rate, timelines = DeliveryRate(), []
+    for i, size in enumerate(sizes):
+        timelines.append(link.exchange(i * every, 0.0, size, edge_s, 200))
+    for t, size in sorted(zip(timelines, sizes), key=lambda p: p[0].available):
+        rate.answered(t.sent, t.available, size)
+    return rate, timelines
+
+
+def test_the_delivery_rate_is_the_bottlenecks():
+    # requests that wait behind each other on a 2 Mbps uplink: the uplink's rate, headers aside
+    rate, _ = _through(Link.parse("up=2M,down=inf,rtt=40ms"), [20000] * 20, every=0.01)
+    assert rate.estimate * 8 == pytest.approx(2e6 * 20000 / on_wire(20000), rel=0.02)
+    # an edge slower than the link (100 ms a request, 20 kB): the edge's 200 kB/s
+    rate, _ = _through(Link.parse("up=20M,down=inf,rtt=10ms"), [20000] * 20, every=0.01, edge_s=0.1)
+    assert rate.estimate == pytest.approx(200000, rel=0.02)
+    # a device sending 10 kB a second over a fast link measures no more than its own rate's order
+    rate, _ = _through(Link.parse("up=20M,down=inf,rtt=10ms"), [10000] * 10, every=1.0)
+    assert rate.estimate < 10000 / 0.02
+
+
+def test_bunched_answers_measure_no_more_than_was_sent():
+    rate = DeliveryRate()
+    for i in range(8):  # handed 50 ms apart, 10 kB each, all answers at once (a client thread held up)
+        rate.answered(i * 0.05, 1.0 + i * 1e-4, 10000)
+    assert rate.estimate <= 10000 * DeliveryRate.SPAN / (0.05 * (DeliveryRate.SPAN - 1)) + 1
+
+
+def _auto_over(link: Link, seconds: float, fps: float = 30.0, max_delay: float = 0.25) -> tuple[AutoRate, list]:
+    """A device that codes every frame at the size the budget allows (``room`` caps it), sending when the window
+    lets it, through a modelled link; per answer (time, estimated Kbps, its delay)."""
+    auto, pending, log = AutoRate(max_delay), [], []
+    last = 0
+    for i in range(int(seconds * fps)):
+        now = i / fps
+        for t in [t for t in pending if t.available <= now]:
+            pending.remove(t)
+            auto.answered(t.capture, t.sent, t.available, t.available, t.size)
+            log.append((now, auto.delivery.estimate * 8 / 1e3, t.delay))
+        if auto.may_send(sum(t.size for t in pending), last):
+            share = auto.kbps * 1e3 / 8 / fps
+            most = auto.most()
+            last = int(min(share, most) if most is not None else share)
+            t = link.exchange(now, 0.005, last, 0.03, 200)
+            t.size = last
+            pending.append(t)
+    return auto, log
+
+
+def test_auto_finds_the_rate_and_follows_a_step():
+    auto, log = _auto_over(Link.parse("trace=step,down=20M,rtt=40ms"), 15.0)
+    def estimate(a, b):
+        return np.median([k for t, k, _ in log if a <= t < b])
+
+    def p95(a, b):
+        return np.percentile([d for t, _, d in log if a <= t < b], 95)
+    goodput = 1448 / 1500  # a trace's packet carries a segment and its headers
+    assert estimate(3, 5) == pytest.approx(5000 * goodput, rel=0.1)  # found ~5 Mbps from a start at 500 Kbps
+    assert 0.8 <= estimate(7, 10) / (1000 * goodput) <= 1.02  # followed the step down to 1 Mbps
+    assert estimate(13, 15) > 3000  # and back up
+    assert p95(3, 5) < 0.25 and p95(7, 10) < 0.25  # answers within the target once settled
+
+
+def test_auto_holds_keyframes_back_while_late():
+    auto = AutoRate(0.25)
+    assert auto.may_send(50000, 10000)  # nothing measured yet
+    auto.answered(0.0, 0.0, 0.1, 0.1, 10000)
+    assert auto.may_send(0, 10**9)  # nothing in flight: one may always go
+    # 100 kB/s, answers 0.1 s after capture of which 0.1 s its own upload: room 100 kB/s x 0.25 s, of which the
+    # window takes WINDOW_GAIN
+    assert auto.room() == pytest.approx(25000)
+    window = WINDOW_GAIN * 25000
+    assert auto.may_send(int(window) - 10000, 10000) and not auto.may_send(int(window) - 9999, 10000)
+    auto.answered(0.2, 0.2, 0.9, 0.9, 10000)  # 700 ms: late
+    # the newest answers' rate, 20 kB over the 0.8 s the way was busy with them (not the window's best, the first
+    # answer's 100 kB/s), less 20%
+    assert auto.kbps == pytest.approx(0.8 * 20000 / 0.8 * 8 / 1e3) and not auto.probing
+    with pytest.raises(ValueError, match="max-delay"):
+        AutoRate(0.0)
+
+
+def test_the_runtime_finds_its_rate_over_a_modelled_step(exported):
+    tables = TableSet.default()
+    report = run(Source("vtest", max_frames=140), LocalEdge(exported("selfie"), tables), tables,
+                 RuntimeConfig(kbps="auto", link="trace=step,down=20M,rtt=40ms", device_ms=10, edge_ms=25,
+                               fps=10.0))
+    rates = report["rates"]
+    assert rates and report["budget_kbps_median"] > 0 and report["max_delay_ms"] == RuntimeConfig.max_delay
+    late = [r["budget_kbps"] for r in rates if 7 <= r["t"] < 10]
+    assert late and max(late) < 2000  # the budget followed the step down to 1 Mbps
+    sent = sum(e["up_bytes"] for e in report["exchanges"] if 6 <= e["capture_s"] < 10)
+    assert sent * 8 / 4 < 1.15e6  # and so did what was sent
+    assert "kbps_target" not in report  # a budget that moves has no fixed target to track
+
+
+def test_kbps_auto_on_the_command_line(exported, tmp_path):
+    from click.testing import CliRunner
+
+    from device_runtime.cli import main as runtime_cli
+
+    args = ["run", "carphone", "--onnx-dir", str(exported("selfie")), "--max-frames", "20", "--link", "lte",
+            "--edge-ms", "25", "--device-ms", "5"]
+    result = CliRunner().invoke(runtime_cli, args + ["--kbps", "auto", "--max-delay", "200"])
+    assert result.exit_code == 0 and "budget_kbps_median" in result.output, result.output
+    for bad, message in ((["--kbps", "fast"], "neither a number of Kbps nor auto"),
+                         (["--kbps", "auto", "--max-delay", "0"], "--max-delay must be positive")):
+        result = CliRunner().invoke(runtime_cli, args + bad)
+        assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class EdgeAnswer:
     next_levels: np.ndarray | None  # uint8 [Rh, Rw]; None for baseline codecs, or when not asked for
     payload: int = 0  # bytes of the answer's tensors: the coded mask, and NEXT_LEVELS when asked for
     wire: int = 0  # bytes of the answer's message on the network (stac.edge.wire)
+    received: float | None = None  # a remote edge's: when its message was in the client's hands (time.monotonic)
 
 
 def exchange(data: bytes, kind: str, bound: float | None = None, stream: Stream | None = None,
@@ -110,6 +112,15 @@ class Edge(ABC):
         selected against (default: the table set's B); ``levels``: a STAC keyframe's answer carries NEXT_LEVELS
         (only the paper's selection needs them); ``answer``: the mask's size (h, w) in the answer (default the
         frame's)."""
+
+    # whether segment_async requests reach the edge in the order they are made while earlier ones are still being
+    # answered: an inter stream can then keep several keyframes in flight
+    ordered = False
+
+    def segment_async(self, done: Callable[[EdgeAnswer | Exception], None], *args, **kwargs) -> None:
+        """segment(*args, **kwargs) without waiting: ``done`` gets its answer or error, on another thread. Only where
+        ``ordered``."""
+        raise NotImplementedError(f"{type(self).__name__} answers one request at a time (segment)")
 
     def end(self, stream: Stream) -> None:
         """The device closed its keyframe stream (``stream.position``: the units it sent): the edge may release the
@@ -203,16 +214,52 @@ class TritonEdge(Edge):
     def segment(self, data: bytes, kind: str, size: tuple[int, int], bound: float | None = None,
                 stream: Stream | None = None, levels: bool = True,
                 answer: tuple[int, int] | None = None) -> EdgeAnswer:
+        request, inputs, outputs, extra = self._request(data, kind, size, bound, stream, levels, answer)
+        return self._unpack(request, self._infer(request.model, inputs, outputs, extra), answer or size)
+
+    @property
+    def ordered(self) -> bool:
+        """gRPC: calls made one after another on the one channel reach the server in that order."""
+        return self.scheme == "grpc"
+
+    def segment_async(self, done: Callable[[EdgeAnswer | Exception], None], data: bytes, kind: str,
+                      size: tuple[int, int], bound: float | None = None, stream: Stream | None = None,
+                      levels: bool = True, answer: tuple[int, int] | None = None) -> None:
+        if not self.ordered:
+            super().segment_async(done)
+        request, inputs, outputs, extra = self._request(data, kind, size, bound, stream, levels, answer)
+
+        def callback(result, error) -> None:
+            try:
+                if error is not None:
+                    raise _edge_error(request.model, error)
+                done(self._unpack(request, result, answer or size))
+            except Exception as e:  # every request gets its answer or its error
+                done(e)
+
+        try:
+            self.client.async_infer(request.model, inputs, callback, outputs=outputs, **extra)
+        except Exception as e:
+            done(_edge_error(request.model, e))
+
+    def _request(self, data, kind, size, bound, stream, levels, answer) -> tuple[Exchange, list, list, dict]:
+        """A keyframe's request as the client sends it: what it is, its inputs and outputs, the call's options."""
         request = exchange(data, kind, bound, stream, levels, size, answer)
         inputs = [self._input(tensor, value) for tensor, value in request.inputs]
         outputs = [self.client_module.InferRequestedOutput(tensor.name) for tensor in request.outputs]
         extra = self._timeout()
         if request.stream is not None:
             extra.update(sequence_id=request.stream.id, sequence_start=request.stream.start)
-        result = self._infer(request.model, inputs, outputs, extra)
+        return request, inputs, outputs, extra
+
+    @staticmethod
+    def _unpack(request: Exchange, result, size: tuple[int, int]) -> EdgeAnswer:
+        received = time.monotonic()  # before the device's own work on it (decoding the mask)
         # checked here and by the runtime (check_answer), not converted: a wrong type fails
         next_levels = result.as_numpy(NEXT_LEVELS.name) if NEXT_LEVELS in request.outputs else None
-        return _answer(request, result.as_numpy(CODED_MASK.name), next_levels, answer or size)
+        answer = _answer(request, result.as_numpy(CODED_MASK.name), next_levels, size)
+        answer.received = received
+        return answer
 
     def table_sets(self) -> list[str]:
         try:
@@ -246,10 +293,14 @@ class TritonEdge(Edge):
         try:
             return self.client.infer(model, inputs, outputs=outputs, **extra)
         except Exception as e:  # tritonclient raises its own exception types per protocol
-            raise EdgeError(f"{model}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+            raise _edge_error(model, e) from e
 
     def close(self) -> None:
         self.client.close()
+
+
+def _edge_error(model: str, error: Exception) -> EdgeError:
+    return EdgeError(f"{model}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
 
 
 def check_table_set(edge: Edge, tables: TableSet) -> None:

@@ -76,11 +76,14 @@ def check_port(address: str, port: int) -> None:
 class TritonServer:
     def __init__(self, repo: str | Path, *, address: str = "127.0.0.1", http_port: int | None = None,
                  grpc_port: int | None = None, metrics_port: int | None = None, ready_timeout: float = 120.0,
-                 log_path: str | Path | None = None, exit_on_error: bool = True, admin_api: bool = False):
+                 log_path: str | Path | None = None, exit_on_error: bool = True, admin_api: bool = False,
+                 trace_path: str | Path | None = None):
         """exit_on_error=False keeps the server up when some model fails to load (and then "ready" means
         live: for inspecting a repository). Unless ``admin_api``, the APIs a device never needs (RESTRICTED: shared
         memory registration, repository control, trace and log settings) answer only requests that carry
-        ``admin_headers(scheme)``, with a key made for this server and never printed."""
+        ``admin_headers(scheme)``, with a key made for this server and never printed. ``trace_path``: every
+        request's timestamps (Triton's trace, monotonic clock ns) written to files ``trace_path.N``, one per
+        request as it ends."""
         self.repo = Path(repo).resolve()
         if not self.repo.is_dir():
             raise ServerError(f"model repository {self.repo} does not exist (python export/build.py builds it)")
@@ -101,6 +104,7 @@ class TritonServer:
         self.log_path = Path(log_path) if log_path else self.workdir / "tritonserver.log"
         self.process: subprocess.Popen | None = None
         self.exit_on_error = exit_on_error
+        self.trace_path = Path(trace_path) if trace_path else None
 
     def admin_headers(self, scheme: str = "http") -> dict[str, str]:
         """What opens the restricted APIs to a tritonclient request (gRPC prefixes the header's name)."""
@@ -139,6 +143,9 @@ class TritonServer:
                    "--allow-gpu-metrics=false", f"--backend-config=python,shm-region-prefix-name={self.prefix}",
                    f"--exit-on-error={str(self.exit_on_error).lower()}",
                    f"--strict-readiness={str(self.exit_on_error).lower()}"]
+        if self.trace_path:
+            command += [f"--trace-config=triton,file={self.trace_path}", "--trace-config=triton,log-frequency=1",
+                        "--trace-config=level=TIMESTAMPS", "--trace-config=rate=1"]
         if self.admin_key:
             key = f"{','.join(RESTRICTED)}:{ADMIN_HEADER}={self.admin_key}"
             command += [f"--http-restricted-api={key}", f"--grpc-restricted-protocol={key}"]
