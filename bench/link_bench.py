@@ -3,11 +3,11 @@ real Triton edge talk through a link shaped by tc (bench.netns); each answer's m
 stac.link predicts for the same run.
 
 The prediction is given what the run itself did, as `stac-runtime --link` would be: each keyframe's capture time,
-coding time, bytes each way and handling of its answer (the runtime's report, ``exchanges``), the edge's own time per request (Triton's
-trace: from the request's last byte read, or the previous answer's first byte sent if it came later, to its own
-answer's first byte sent: the time it was being served, since the model queues requests at the edge itself), the link's rate (or trace) and its round
-trip as the stack measures it (``ping``: gRPC health calls through the shaped link, before the run). What it is not
-given is when anything arrived.
+coding time, bytes each way and handling of its answer (the runtime's report, ``exchanges``), the edge's own time
+per request (Triton's trace: from the request's last byte read, or the previous answer's first byte sent if it came
+later, to its own answer's first byte sent: the time it was being served, since the model queues requests at the
+edge itself), the link's rate (or trace) and its round trip as the stack measures it (``ping``: gRPC health calls
+through the shaped link, before the run). What it is not given is when anything arrived.
 """
 from __future__ import annotations
 

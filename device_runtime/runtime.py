@@ -425,7 +425,8 @@ class Runtime:
         return (now >= self.backoff_until and len(self.pending) < self.max_in_flight
                 and len(self.threads) < self.max_in_flight + 2
                 and (self.link is None or self.link.up.backlog(now) <= 1 / self.config.fps)
-                and (self.auto is None or self.auto.may_send(sum(k.request for k in self.pending), self.last_request)))
+                and (self.auto is None
+                     or self.auto.may_send(sum(k.request for k in self.pending), self.last_request)))
 
     # -- frame side --------------------------------------------------------------------------------------
 

@@ -96,9 +96,10 @@ class DeliveryRate:
     delivered faster than it was sent). An answer that waited behind the one before kept the way busy from that
     one's arrival to its own; one sent to an idle way, from its hand-over to its arrival less ``floor``, the time
     any answer takes besides its upload (the round trip, the edge: the caller's estimate, which depends on this
-    one; so at most half the time is taken off, and never less than nothing, and a wrong floor cannot run away). A sample is then near the bottleneck's rate (the uplink's, or the
-    edge's when it is slower), and what the device sends while it sends less. The estimate is the largest sample
-    of the last WINDOW seconds, restarted from the newest answer when a delay shows the rate has fallen.
+    one; so at most half the time is taken off, and never less than nothing, and a wrong floor cannot run away).
+    A sample is then near the bottleneck's rate (the uplink's, or the edge's when it is slower), and what the
+    device sends while it sends less. The estimate is the largest sample of the last WINDOW seconds, restarted
+    from the newest answer when a delay shows the rate has fallen.
     """
     WINDOW = 1.0
     SPAN = 4
@@ -196,7 +197,9 @@ class AutoRate:
         flight is what waits on it; while it is not, the window (the estimate times the target less the floor,
         against an answer's whole round trip) lets more go than has been measured, which is how a higher rate is
         found, as long as the target is more than twice the floor."""
-        return not in_flight or self.delivery.estimate is None or in_flight + last_request <= WINDOW_GAIN * self.room()
+        if not in_flight or self.delivery.estimate is None:
+            return True
+        return in_flight + last_request <= WINDOW_GAIN * self.room()
 
 
 def crf_step(crf: float) -> float:
