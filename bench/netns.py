@@ -65,7 +65,7 @@ def _free_subnet() -> ipaddress.IPv4Network:
     used = [ipaddress.ip_interface(word).network for line in _run(["ip", "-o", "-4", "addr"]).splitlines()
             for word in line.split()[3:4]]
     for _ in range(100):
-        subnet = ipaddress.ip_network(f"10.231.{secrets.randbelow(256)}.{4 * secrets.randbelow(64)}/30")
+        subnet = ipaddress.ip_network(f"{POOL.network_address + 4 * secrets.randbelow(POOL.num_addresses // 4)}/30")
         if not any(subnet.overlaps(u) for u in used):
             return subnet
     raise NetnsError(f"no free /30 in {POOL}")

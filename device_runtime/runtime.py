@@ -306,26 +306,32 @@ class Runtime:
         try:
             answer: EdgeAnswer | Exception = self.edge.segment(data, self.kind, (self.height, self.width), bound,
                                                                stream, self.next_levels, self.answer_size)
-            check_answer(answer, self.answer_size or (self.height, self.width),
-                         self.regions if self.next_levels else None, self.tables.levels)
         except Exception as e:  # an edge is never allowed to stop the loop
             answer = e
-        return answer, time.monotonic()
+        return self._checked(answer), time.monotonic()
+
+    def _checked(self, answer: EdgeAnswer | Exception) -> EdgeAnswer | Exception:
+        """The answer if the device can use it, else why not (the edge's error, or check_answer's)."""
+        if isinstance(answer, EdgeAnswer):
+            try:
+                check_answer(answer, self.answer_size or (self.height, self.width),
+                             self.regions if self.next_levels else None, self.tables.levels)
+            except Exception as e:
+                return e
+        return answer
+
+    def _received(self, key: _Keyframe, answer: EdgeAnswer | Exception, arrived: float) -> None:
+        """From an asking thread: the answer is in hand; the loop applies it at its next frame."""
+        self.answers.put((key, answer, (arrived - key.handed) * 1e3, arrived))
 
     def _ask(self, key: _Keyframe, data: bytes, bound: float | None, stream: Stream | None) -> None:
-        answer, arrived = self._call(key, data, bound, stream)
-        self.answers.put((key, answer, (arrived - key.handed) * 1e3, arrived))
+        self._received(key, *self._call(key, data, bound, stream))
 
     def _ask_in_order(self, key: _Keyframe, data: bytes, bound: float | None, stream: Stream | None) -> None:
         """Ask without waiting, behind the requests already made (Edge.segment_async)."""
         def done(answer: EdgeAnswer | Exception) -> None:
             arrived = time.monotonic()
-            if isinstance(answer, EdgeAnswer):
-                try:
-                    check_answer(answer, self.answer_size or (self.height, self.width), None, self.tables.levels)
-                except Exception as e:
-                    answer = e
-            self.answers.put((key, answer, (arrived - key.handed) * 1e3, arrived))
+            self._received(key, self._checked(answer), arrived)
 
         key.handed = time.monotonic()
         self.edge.segment_async(done, data, self.kind, (self.height, self.width), bound, stream, self.next_levels,
@@ -347,10 +353,11 @@ class Runtime:
         """An answer (or error) for ``key`` reached the device at ``arrived`` (the clock of key.sent_at)."""
         delay_ms = (arrived - key.sent_at) * 1e3
         ok = isinstance(answer, EdgeAnswer)
+        received = answer.received if ok and answer.received else arrived  # its message in hand (a remote edge's)
         self.stats.exchanges.append({"frame": key.index, "capture_s": key.sent_at, "coded_ms": key.coded_ms,
                                      "handed_s": key.handed, "up_bytes": key.request,
                                      "down_bytes": _answer_bytes(answer), "available_s": arrived,
-                                     "received_s": answer.received if ok and answer.received else arrived, "ok": ok})
+                                     "received_s": received, "ok": ok})
         if ok:  # the answer crossed the network, whatever becomes of it here
             self.stats.downlink_bytes += answer.payload
             self.stats.wire_down_bytes += answer.wire
@@ -369,7 +376,7 @@ class Runtime:
             return
         self.stats.answers += 1
         if self.auto:
-            self.auto.answered(key.sent_at, key.handed, answer.received or arrived, arrived, key.request)
+            self.auto.answered(key.sent_at, key.handed, received, arrived, key.request)
             self.rate.set_kbps(self.auto.kbps)
             self.stats.rates.append({"t": arrived - self.first_capture, "budget_kbps": self.auto.kbps,
                                      "estimate_kbps": self.auto.delivery.estimate * 8 / 1e3})
