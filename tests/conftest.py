@@ -42,3 +42,16 @@ def exported(tmp_path_factory):
         return folders[name]
 
     return get
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test that used a running tritonserver reports how that server is (alive, or how it ended; /dev/shm)
+    and its log's errors: a server that dies mid-run is otherwise only 'connection refused' in the next test."""
+    from stac.edge.server import TritonServer
+
+    report = (yield).get_result()
+    if report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, TritonServer):
+                report.sections.append(("tritonserver", f"{value.state()}\n{value.log_tail()}"))

@@ -7,12 +7,14 @@ exactly our own /dev/shm files), and poll /v2/health/ready with a deadline: a st
 would otherwise hang model loading forever. The server dies with the process that started it (Linux's
 parent-death signal, when started from the main thread), so a killed `stac-edge serve` leaves no server holding
 the ports; ports already taken are refused before starting, so "ready" is always our own server's answer.
-Stopping removes the work folder and our shared memory.
+Stopping removes the work folder and our shared memory; starting removes the shared memory that servers of
+killed owners left.
 """
 from __future__ import annotations
 
 import ctypes
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -73,6 +75,29 @@ def check_port(address: str, port: int) -> None:
                               f"server, or one left behind, holds it") from None
 
 
+def remove_orphaned_memory() -> list[Path]:
+    """Remove the shared memory of servers whose owner died without stopping them (SIGKILL, a crash): their
+    tritonserver died with it (the parent-death signal), but /dev/shm is memory that stays taken until removed.
+    A region's name carries its owner's pid (TritonServer.prefix)."""
+    removed = []
+    for region in Path("/dev/shm").glob("stac*x*"):
+        owner = re.fullmatch(r"stac(\d+)x.*", region.name)
+        if owner and not _alive(int(owner[1])):
+            region.unlink(missing_ok=True)
+            removed.append(region)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: alive
+        pass
+    return True
+
+
 class TritonServer:
     def __init__(self, repo: str | Path, *, address: str = "127.0.0.1", http_port: int | None = None,
                  grpc_port: int | None = None, metrics_port: int | None = None, ready_timeout: float = 120.0,
@@ -99,7 +124,7 @@ class TritonServer:
             if not 1 <= port <= 65535:
                 raise ServerError(f"port {port} is out of range (1..65535)")
         self.admin_key = None if admin_api else secrets.token_hex(16)
-        self.prefix = f"stac{uuid.uuid4().hex[:10]}"
+        self.prefix = f"stac{os.getpid()}x{uuid.uuid4().hex[:8]}"  # the owner's pid: see remove_orphaned_memory
         self.workdir = Path(tempfile.mkdtemp(prefix="stac-triton-"))
         self.log_path = Path(log_path) if log_path else self.workdir / "tritonserver.log"
         self.process: subprocess.Popen | None = None
@@ -152,6 +177,7 @@ class TritonServer:
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         for port in (self.http_port, self.grpc_port, self.metrics_port):
             check_port(self.address, port)
+        remove_orphaned_memory()
         self.log = open(self.log_path, "wb")
         # the parent-death signal fires when the *thread* that started the child ends: only the main thread
         # lives as long as the process
@@ -178,6 +204,23 @@ class TritonServer:
                 return r.status == 200
         except OSError:
             return False
+
+    def state(self) -> str:
+        """One line for a post-mortem: whether the process runs (or how it ended) and how full /dev/shm is, where the
+        python backend's stubs exchange every tensor (a full one kills them with SIGBUS)."""
+        if self.process is None:
+            run = "not started"
+        elif (code := self.process.poll()) is None:
+            run = f"pid {self.process.pid} running"
+        else:
+            run = f"pid {self.process.pid} " + (f"killed by signal {-code}" if code < 0 else f"exited with {code}")
+        try:
+            shm = shutil.disk_usage("/dev/shm")
+            ours = sum(f.stat().st_size for f in self.shared_memory_files())
+        except OSError as e:
+            return f"tritonserver {run}; /dev/shm unreadable ({e})"
+        return (f"tritonserver {run}; /dev/shm {shm.used / 2 ** 20:.0f} of {shm.total / 2 ** 20:.0f} MB used, "
+                f"{ours / 2 ** 20:.0f} MB of it this server's")
 
     def log_tail(self, lines: int = 40) -> str:
         """The log's error lines (Triton prefixes them with E), then its last lines."""
