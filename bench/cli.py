@@ -318,8 +318,8 @@ def ping(url, count, json_path) -> None:
 @tables_option("tables.json (default: --onnx-dir's tables.json, else the built-in set)", builtin=False)
 @click.option("--rate", "rates", multiple=True, help="uplink rate (bit/s with k, M, G), repeatable "
               "(default: 1M, 4M, 20M)")
-@click.option("--trace", "trace_spec", help="the uplink follows a trace instead: step (5 -> 1 -> 5 Mbps, 5 s each), "
-              "bursty, or a Mahimahi trace file")
+@click.option("--trace", "trace_spec", help="the uplink follows a trace instead: step (5 -> 1 -> 5 Mbps, 5 s each; "
+              "step:HIGH/LOW between other rates), bursty, or a Mahimahi trace file")
 @click.option("--down", help="downlink rate (default: the uplink's, or 20M under a trace)")
 @click.option("--codec", default=RuntimeConfig.codec, show_default=True, help="the runtime's --codec")
 @click.option("--kbps", "budgets", multiple=True, help="the runtime's --kbps, repeatable (a run each): a budget, or "

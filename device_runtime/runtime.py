@@ -41,7 +41,7 @@ from stac.flow import Flow, compose, identity_map, processing_size, warp, warp_l
 from stac.gate import AccuracyGate, agreement
 from stac.inference import check_bound
 from stac.link import Link, Timeline
-from stac.rate import AUTO_MAX_CREDIT, AutoRate, RateController, step_crf
+from stac.rate import AUTO_FINEST_CRF, AUTO_MAX_CREDIT, AutoRate, RateController, crf_step, step_crf
 from stac.tables import BLOCK, TableSet
 from stac.video import psnr, resize
 
@@ -264,6 +264,7 @@ class Runtime:
             if self.kind == "h264" else RateController.for_bound(budget, config.fps, tables)
         if self.auto:
             self.rate.max_credit = AUTO_MAX_CREDIT
+            self.rate.no_finer_than(crf_step(AUTO_FINEST_CRF) if self.kind == "h264" else tables.bound)
         self.first_capture: float | None = None
         self.last_request = 0  # bytes of the newest request sent
         if config.target is not None and config.every:

@@ -17,7 +17,7 @@ with optional ``jitter=5ms`` (each crossing delayed by up to that much, uniforml
 ``burst=3028`` (each direction's rate kept by a token bucket of that many bytes, as a kernel's shaper keeps it: a
 message after an idle spell crosses its first bytes at once) and
 ``trace=FILE`` (the uplink follows a Mahimahi trace: one line per 1500-byte delivery opportunity, its time in ms,
-the trace repeating; or a built-in trace named in TRACES) or ``down-trace=FILE``; or one of the named LINKS.
+the trace repeating; or a built-in trace named in TRACES, or ``step:HIGH/LOW``) or ``down-trace=FILE``; or one of the named LINKS.
 
 A rate is what the link carries at its own layer: a message of n bytes is n plus, per TCP segment of at most
 SEGMENT bytes, HEADERS bytes of TCP/IPv4 headers and an Ethernet frame's (what a kernel's rate limiter counts:
@@ -52,8 +52,13 @@ def _bursty(seconds: int = 20, window: float = 0.2, seed: int = 7) -> list[tuple
     return [(window, math.exp(draw.uniform(math.log(0.3e6), math.log(12e6)))) for _ in range(round(seconds / window))]
 
 
-# Built-in traces (trace=NAME): a step down and back up (5 -> 1 -> 5 Mbps, 5 s each), and a bursty link
-TRACES = {"step": [(5.0, 5e6), (5.0, 1e6), (5.0, 5e6)], "bursty": _bursty()}
+def _step(high: float, low: float) -> list[tuple[float, float]]:
+    return [(5.0, high), (5.0, low), (5.0, high)]
+
+
+# Built-in traces (trace=NAME): a step down and back up (5 -> 1 -> 5 Mbps, 5 s each; step:HIGH/LOW between other
+# rates), and a bursty link
+TRACES = {"step": _step(5e6, 1e6), "bursty": _bursty()}
 
 
 class LinkError(ValueError):
@@ -125,8 +130,13 @@ class Trace:
 
     @classmethod
     def named(cls, spec: str) -> "Trace":
-        """A built-in trace (TRACES) by name, else a Mahimahi trace file."""
-        return cls.from_rates(TRACES[spec], spec) if spec in TRACES else cls.load(spec)
+        """A built-in trace (TRACES) by name, or ``step:HIGH/LOW`` (the step between those rates), else a Mahimahi
+        trace file."""
+        if spec in TRACES:
+            return cls.from_rates(TRACES[spec], spec)
+        if step := re.fullmatch(r"step:([^/]+)/(.+)", spec):
+            return cls.from_rates(_step(parse_rate(step[1], "trace"), parse_rate(step[2], "trace")), spec)
+        return cls.load(spec)
 
     @property
     def mean_bps(self) -> float:
@@ -134,10 +144,12 @@ class Trace:
 
     def stretches(self, window: float = 0.1, tolerance: float = 0.15) -> list[tuple[float, float]]:
         """One period as (seconds, bit/s) stretches of one rate: ``window`` spans merged while each is within
-        ``tolerance`` of the stretch's mean (a steady rate's spans differ by a packet), at the stretch's mean."""
+        ``tolerance`` of the stretch's mean, or a packet (a steady rate's spans differ by one, which at a few
+        hundred Kbps is more than the tolerance), at the stretch's mean."""
         merged: list[list[float]] = []  # [seconds, bits]
         for seconds, bps in self.spans(window):
-            if merged and abs(bps / (merged[-1][1] / merged[-1][0]) - 1) <= tolerance:
+            mean = merged[-1][1] / merged[-1][0] if merged else 0.0
+            if merged and abs(bps - mean) * seconds <= max(tolerance * mean * seconds, MTU * 8) + 1e-6:
                 merged[-1][0] += seconds
                 merged[-1][1] += bps * seconds
             else:

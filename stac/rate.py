@@ -81,6 +81,10 @@ class RateController:
         observed = math.log(max(nbytes, 1)) + self.alpha * math.log(knob)
         self.log_c = observed if self.log_c is None else (1 - SMOOTHING) * self.log_c + SMOOTHING * observed
 
+    def no_finer_than(self, knob: float) -> None:
+        """Never code finer than ``knob``: a budget that finds a fast link (--kbps auto) then leaves it unused rather
+        than spend it on bytes that buy no accuracy and only delay every answer (AUTO_FINEST_CRF)."""
+        self.lowest = math.log(knob)
 
     def set_kbps(self, kbps: float) -> None:
         """A new budget, from the time accounted to on (a device finding its link's rate changes it as it goes)."""
@@ -132,13 +136,18 @@ class DeliveryRate:
 # found by using it, and while the video sends less than the link carries the estimate is just what it sends); past
 # the target it falls to BACKOFF_GAIN x the estimate, which requests queueing on the link have just measured. Keyframes
 # wait while the bytes in flight would keep the newest past the target (the window, may_send), and none is coded
-# larger than the link delivers within AIM of the target (most).
+# larger than the link delivers within AIM of the target (the whole target while probing: most), nor finer than
+# AUTO_FINEST_CRF (RateController.no_finer_than).
 PROBE_BELOW = 0.8  # of the delay target: answers faster than this let the budget grow
 WINDOW_GAIN = 0.85  # of the window: the estimate, the largest sample of a second, overstates the mean rate
 AIM = 0.6  # of the delay target: what a keyframe is sized to be answered within (sizes scatter around the aim)
 PROBE_STEP, PROBE_CAP, BACKOFF_GAIN = 1.05, 1.5, 0.8
 AUTO_START_KBPS = 500.0  # the budget before any answer: a few hundred Kbps every uplink carries
 AUTO_MAX_CREDIT = 0.5  # seconds of an underspent budget a keyframe may use
+# the finest H.264 CRF auto codes at (STAC keyframes: the table set's B, not calibrated). On the calibration clip
+# bikes over the step trace, real-time mIoU by this floor: CRF 40 0.698, 32 0.710, 26 0.764, 20 0.765, 14 0.755, 10
+# (none) 0.728, with 4.2 s to recover from the step down; 26 sends the fewest bytes on the plateau
+AUTO_FINEST_CRF = 26.0
 
 
 class AutoRate:
@@ -152,25 +161,33 @@ class AutoRate:
         self.delivery = DeliveryRate()
         self.kbps = AUTO_START_KBPS
         self.probing = True
-        # (when, capture to answer less the request's own upload) of recent answers: what a keyframe's delay is
-        # besides its bytes (coding, round trip, the edge), the least of which leaves the room its bytes may take
-        self.base: list[tuple[float, float]] = []
-        self.floor: list[tuple[float, float]] = []  # the same from hand-over to the message back (DeliveryRate's)
+        # (when, capture to answer, hand-over to the message back, bytes) of recent answers, from which the time an
+        # answer takes besides its own upload (coding, the round trip, the edge) is reckoned at the current estimate
+        self.recent: list[tuple[float, float, float, int]] = []
+
+    def besides(self) -> tuple[float, float]:
+        """(capture to answer, hand-over to message) less the upload, the least of recent answers: what a keyframe's
+        delay is besides its bytes, whose rest is the room they may take. Reckoned at the current estimate, never
+        below nothing: an upload reckoned at a rate too low (before the link's is found) would make it negative, and
+        the room larger than the target."""
+        if not self.recent or self.delivery.estimate is None:
+            return 0.0, 0.0
+        rate = self.delivery.estimate
+        return (max(min(d - n / rate for _, d, _, n in self.recent), 0.0),
+                max(min(f - n / rate for _, _, f, n in self.recent), 0.0))
 
     def answered(self, captured: float, handed: float, received: float, available: float, nbytes: int) -> None:
         """An answer to a request of ``nbytes`` (on the wire) handed over at ``handed`` for a frame captured at
         ``captured`` came back at ``received`` and was in hand, decoded, at ``available``."""
-        self.delivery.answered(handed, received, nbytes, min((f for _, f in self.floor), default=0.0))
+        self.delivery.answered(handed, received, nbytes, self.besides()[1])
         delay = available - captured
         self.probing = delay < PROBE_BELOW * self.max_delay
         late = delay > self.max_delay
         if late:  # the rate has fallen: what is measured from now on, not the window's best, is the rate
             self.delivery.restart()
-        upload = nbytes / self.delivery.estimate
-        self.base = [(t, d) for t, d in self.base if t > available - 10 * DeliveryRate.WINDOW] + \
-            [(available, delay - upload)]
-        self.floor = [(t, f) for t, f in self.floor if t > received - 10 * DeliveryRate.WINDOW] + \
-            [(received, received - handed - upload)]
+            self.recent = []  # their uploads went at the rate before: reckoned at the new one, too long
+        self.recent = [r for r in self.recent if r[0] > available - 10 * DeliveryRate.WINDOW] + \
+            [(available, delay, received - handed, nbytes)]
         estimate = self.delivery.estimate * 8 / 1e3  # Kbps
         if late:
             self.kbps = BACKOFF_GAIN * estimate
@@ -183,13 +200,15 @@ class AutoRate:
         own bytes; None before any answer."""
         if self.delivery.estimate is None:
             return None
-        return self.delivery.estimate * max(share * self.max_delay - min(d for _, d in self.base), 0.0)
+        return self.delivery.estimate * max(share * self.max_delay - self.besides()[0], 0.0)
 
     def most(self) -> float | None:
-        """The most bytes a keyframe may take: what the link delivers in AIM of the target less the floor, once
-        answers come near the target; none while probing (a device sending less than its link carries measures only
-        what it sends, and a cap on that would hold it there: the budget, PROBE_CAP x the estimate, bounds it)."""
-        return None if self.probing else self.room(AIM)
+        """The most bytes a keyframe may take: what the link delivers in AIM of the target, less what an answer takes
+        besides, once answers come near the target; while they come well within it, in the whole target. That still
+        lets a device find more than it has measured (a device sending less than its link carries measures only what
+        it sends): at ``fps`` keyframes a second it may send fps x the room, over twice the estimate at 10 fps and a
+        250 ms target. None before any answer."""
+        return self.room(1.0 if self.probing else AIM)
 
     def may_send(self, in_flight: int, last_request: int) -> bool:
         """Whether a keyframe of about ``last_request`` bytes may go while ``in_flight`` bytes await answers: the

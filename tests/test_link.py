@@ -70,6 +70,10 @@ def test_built_in_traces():
     assert [round(bps / 1e6, 2) for _, bps in step.spans(5.0)] == [5.0, 1.0, 5.0] and step.period == 15.0
     # 100 ms spans differ by a packet (0.96 or 1.08 Mbps at 1 Mbps); merged, they are the three steps
     assert [(s, round(bps / 1e6, 2)) for s, bps in step.stretches(0.1)] == [(5.0, 5.0), (5.0, 1.0), (5.0, 5.0)]
+    low = Trace.named("step:1M/200k")
+    assert [(s, round(bps / 1e6, 2)) for s, bps in low.stretches(0.1)] == [(5.0, 1.0), (5.0, 0.2), (5.0, 1.0)]
+    with pytest.raises(LinkError, match="trace=fast"):
+        Trace.named("step:fast/1M")
     bursty = Trace.named("bursty")
     rates = [bps for _, bps in bursty.spans(0.2)]
     assert len(rates) == len(TRACES["bursty"]) and max(rates) / min(rates) > 10 and 2e6 < bursty.mean_bps < 5e6

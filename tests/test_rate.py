@@ -7,7 +7,8 @@ from device_runtime.runtime import Runtime, RuntimeConfig
 from device_runtime.sources import Source
 from stac.edge.client import LocalEdge
 from stac.link import Link, on_wire
-from stac.rate import CRF_RANGE, WINDOW_GAIN, AutoRate, DeliveryRate, RateController, crf_step, step_crf, tracking_error
+from stac.rate import (AUTO_FINEST_CRF, CRF_RANGE, WINDOW_GAIN, AutoRate, DeliveryRate, RateController, crf_step,
+                       step_crf, tracking_error)
 from stac.tables import TableSet
 
 
@@ -227,6 +228,30 @@ def test_auto_holds_keyframes_back_while_late():
     assert auto.kbps == pytest.approx(0.8 * 20000 / 0.8 * 8 / 1e3) and not auto.probing
     with pytest.raises(ValueError, match="max-delay"):
         AutoRate(0.0)
+
+
+def test_auto_reckons_what_an_answer_takes_besides_its_upload_at_the_rate_it_now_knows():
+    auto = AutoRate(0.25)
+    auto.answered(0.0, 0.0, 0.1, 0.1, 10000)  # 10 kB answered 0.1 s after capture
+    auto.delivery.samples = [(0.1, 200000.0)]  # the rate found later: that upload took 0.05 s, the rest 0.05 s
+    assert auto.besides() == pytest.approx((0.05, 0.05))
+    # reckoned at a rate that is too low, the upload would take longer than the answer did: never below zero, or
+    # the room would be more than the link delivers within the target
+    auto.delivery.samples = [(0.1, 20000.0)]
+    assert auto.besides() == (0.0, 0.0) and auto.room() == pytest.approx(20000 * 0.25)
+    auto.answered(0.2, 0.2, 0.9, 0.9, 10000)  # late: the rate fell, and what was measured before it goes
+    assert len(auto.recent) == 1
+
+
+def test_auto_codes_no_finer_than_its_floor():
+    for finest, expected in ((False, CRF_RANGE[0]), (True, AUTO_FINEST_CRF)):
+        rate = RateController.for_crf(20000.0, 10.0, 40.0)  # a budget far over what the video needs
+        if finest:
+            rate.no_finer_than(crf_step(AUTO_FINEST_CRF))
+        for i in range(20):
+            step = rate.knob(i)
+            rate.update(i, 2000, step)  # each keyframe costs little
+        assert step_crf(rate.knob(20)) == pytest.approx(expected)
 
 
 def test_the_runtime_finds_its_rate_over_a_modelled_step(exported):
