@@ -95,11 +95,11 @@ class RuntimeConfig:
     # steer STAC's bound, or the inter codec's CRF, to this uplink budget (stac.rate); "auto": to the rate the device
     # measures its way to the edge delivers, keeping answers within max_delay (stac.rate.AutoRate)
     kbps: float | str | None = None
-    # ms, with kbps "auto": the capture-to-answer delay the budget and window keep answers under. Chosen on the
-    # calibration clip bikes over the kernel-shaped step trace (`stac-bench link bikes --trace step --fps 15 --kbps
-    # auto --max-delay D`, one run each): 150 / 250 / 400 ms gave real-time mIoU 0.698 / 0.685 / 0.694 (no
-    # difference beyond a run's noise), recovery from the steps 0.6 / 0.7 / 1.5 s, 74 / 78 / 87% of the 1 Mbps
-    # stretch used, p95 157 / 296 / 473 ms: the middle one, recovering as fast as 150 ms and using more of the link
+    # ms, with kbps "auto": the capture-to-answer delay the budget and window keep answers under. On the calibration
+    # clip bikes where the link binds (`stac-bench link bikes --trace step:1M/100k --fps 10 --max-frames 300 --kbps
+    # auto --max-delay D`, one run each), 150 / 250 / 400 ms gave real-time mIoU 0.724 / 0.723 / 0.711, 84 / 83 / 87%
+    # of the 100 Kbps stretches used, p95 there 219-325 / 324-397 / 496-719 ms: no difference in accuracy beyond a
+    # run's noise, and 250 ms, the default chosen before (with a controller since mended), was kept
     max_delay: float = 250.0
     fps: float = 30.0  # the source's frame rate: the rate controller's clock
     flow_width: int = 512  # flow and propagation run at this width (or the frame's, if smaller)

@@ -146,7 +146,8 @@ AUTO_START_KBPS = 500.0  # the budget before any answer: a few hundred Kbps ever
 AUTO_MAX_CREDIT = 0.5  # seconds of an underspent budget a keyframe may use
 # the finest H.264 CRF auto codes at (STAC keyframes: the table set's B, not calibrated). On the calibration clip
 # bikes over the step trace, real-time mIoU by this floor: CRF 40 0.698, 32 0.710, 26 0.764, 20 0.765, 14 0.755, 10
-# (none) 0.728, with 4.2 s to recover from the step down; 26 sends the fewest bytes on the plateau
+# (none) 0.728, with 4.2 s to recover from the step down; 26 sends the fewest bytes on the plateau (measured before
+# the size cap also held while probing)
 AUTO_FINEST_CRF = 26.0
 
 
