@@ -17,7 +17,8 @@ with optional ``jitter=5ms`` (each crossing delayed by up to that much, uniforml
 ``burst=3028`` (each direction's rate kept by a token bucket of that many bytes, as a kernel's shaper keeps it: a
 message after an idle spell crosses its first bytes at once) and
 ``trace=FILE`` (the uplink follows a Mahimahi trace: one line per 1500-byte delivery opportunity, its time in ms,
-the trace repeating; or a built-in trace named in TRACES, or ``step:HIGH/LOW``) or ``down-trace=FILE``; or one of the named LINKS.
+the trace repeating; or a built-in trace named in TRACES, or ``step:HIGH/LOW``) or ``down-trace=FILE``; or one
+of the named LINKS.
 
 A rate is what the link carries at its own layer: a message of n bytes is n plus, per TCP segment of at most
 SEGMENT bytes, HEADERS bytes of TCP/IPv4 headers and an Ethernet frame's (what a kernel's rate limiter counts:

@@ -214,9 +214,9 @@ class AutoRate:
     def may_send(self, in_flight: int, last_request: int) -> bool:
         """Whether a keyframe of about ``last_request`` bytes may go while ``in_flight`` bytes await answers: the
         window is what the link delivers in the room the target leaves. While the link is the bottleneck, what is in
-        flight is what waits on it; while it is not, the window (the estimate times the target less the floor,
-        against an answer's whole round trip) lets more go than has been measured, which is how a higher rate is
-        found, as long as the target is more than twice the floor."""
+        flight is what waits on it; while it is not, the window (the estimate times the target less what an answer
+        takes besides its upload, against an answer's whole round trip) lets more go than has been measured, which
+        is how a higher rate is found, as long as the target is more than twice that."""
         if not in_flight or self.delivery.estimate is None:
             return True
         return in_flight + last_request <= WINDOW_GAIN * self.room()

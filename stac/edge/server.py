@@ -75,17 +75,14 @@ def check_port(address: str, port: int) -> None:
                               f"server, or one left behind, holds it") from None
 
 
-def remove_orphaned_memory() -> list[Path]:
+def remove_orphaned_memory() -> None:
     """Remove the shared memory of servers whose owner died without stopping them (SIGKILL, a crash): their
     tritonserver died with it (the parent-death signal), but /dev/shm is memory that stays taken until removed.
     A region's name carries its owner's pid (TritonServer.prefix)."""
-    removed = []
     for region in Path("/dev/shm").glob("stac*x*"):
         owner = re.fullmatch(r"stac(\d+)x.*", region.name)
         if owner and not _alive(int(owner[1])):
             region.unlink(missing_ok=True)
-            removed.append(region)
-    return removed
 
 
 def _alive(pid: int) -> bool:
