@@ -238,13 +238,29 @@ def edge(url, onnx_dir, tables, size, requests, device_counts) -> None:
 @click.option("--sizes", default="176x144,1280x720", show_default=True,
               help="comma-separated keyframe sizes (bikes clip), sent in turn by every device")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="seconds per request")
-def load(url, tables, devices_spec, requests, sizes, timeout) -> None:
-    """Many devices at once: STAC keyframe latency (p50/p95/p99 per size), throughput and errors through URL."""
+@click.option("--capacity", is_flag=True, help="instead: each route's recorded requests replayed by more and more "
+              "devices, the most whose p95 delay meets --deadline, then twice that many (overload)")
+@click.option("--route", "routes", multiple=True, help="with --capacity, repeatable (default: all)")
+@click.option("--clip", default="bikes", show_default=True, help="with --capacity: the clip the routes are recorded on")
+@click.option("--max-frames", type=int, default=150, show_default=True, help="with --capacity: of the clip")
+@click.option("--deadline", type=float, default=200.0, show_default=True, help="with --capacity: p95 delay, ms")
+@click.option("--seconds", type=float, default=10.0, show_default=True, help="with --capacity: per trial")
+@click.option("--most", type=int, default=64, show_default=True, help="with --capacity: devices tried at most")
+@click.option("--pid", type=int, help="with --capacity: the server's process id, for its CPU time per device")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="with --capacity: write every trial's row here")
+def load(url, tables, devices_spec, requests, sizes, timeout, capacity, routes, clip, max_frames, deadline, seconds,
+         most, pid, json_path) -> None:
+    """Many devices at once: STAC keyframe latency (p50/p95/p99 per size), throughput and errors through URL; with
+    --capacity, how many devices of each route the edge holds within a deadline, and what it does at twice that."""
     from stac.edge.client import TritonEdge
 
     from .edge_bench import format_load
     from .edge_bench import load as run_load
 
+    if capacity:
+        _capacity(url, tables, routes, clip, max_frames, deadline, seconds, most, pid, json_path)
+        return
     with cli_errors(EdgeError):
         counts = [int(v) for v in devices_spec.split(",") if v.strip()]
         if not counts or min(counts) < 1 or requests < 1:
@@ -258,6 +274,42 @@ def load(url, tables, devices_spec, requests, sizes, timeout) -> None:
     click.echo(f"{url}: keyframes {', '.join(f'{k} ({len(v[0])} B)' for k, v in keyframes.items())}, "
                f"{requests} per device")
     click.echo(format_load(results))
+
+
+def _capacity(url, tables, routes, clip, max_frames, deadline, seconds, most, pid, json_path) -> None:
+    from .capacity import ROUTES, capacity, record, replay
+
+    with cli_errors(EdgeError):
+        if unknown := set(routes) - set(ROUTES):
+            raise ValueError(f"unknown route {', '.join(sorted(unknown))}: the routes are {', '.join(ROUTES)}")
+        if deadline <= 0 or seconds <= 0 or most < 1:
+            raise ValueError("--deadline and --seconds must be positive, --most at least 1")
+        _check_edge_holds(url, tables)
+    rows = []
+
+    def show(trial, label=""):
+        row = trial.row(deadline)
+        rows.append({**row, "trial": label or "search"})
+        p95 = "-" if row["p95_ms"] is None else f"{row['p95_ms']:.0f}"
+        cpu = "-" if row["edge_cpu_per_device"] is None else f"{row['edge_cpu_per_device']:.3f}"
+        click.echo(f"{row['route']:17} {row['devices']:7d} {p95:>7} {row['answered']:8d} {row['failed']:6d} "
+                   f"{row['skipped']:7d} {cpu:>8} {label}")
+
+    click.echo(f"{'route':17} {'devices':>7} {'p95 ms':>7} {'answered':>8} {'failed':>6} {'skipped':>7} "
+               f"{'cpu/dev':>8}")
+    for route in routes or ROUTES:
+        with cli_errors(EdgeError):
+            recording = record(url, tables, clip, route, max_frames)
+        click.echo(f"{route}: {len(recording.requests)} requests in {recording.seconds:.1f} s of {clip} "
+                   f"({len(recording.requests) / recording.seconds:.1f}/s, {recording.kbps:.0f} Kbps)")
+        held, _ = capacity(url, recording, deadline, seconds, pid, most, tick=show)
+        click.echo(f"{route}: {held} devices within p95 {deadline:g} ms")
+        rows.append({"route": route, "trial": "capacity", "devices": held, "deadline_ms": deadline,
+                     "requests_per_s": len(recording.requests) / recording.seconds, "kbps": recording.kbps})
+        if held:
+            show(replay(url, recording, 2 * held, seconds, pid), "2x overload")
+    if json_path:
+        click.open_file(json_path, "w").write(json.dumps(rows, indent=1))
 
 
 @main.command()
@@ -285,6 +337,34 @@ def fuzz(url, tables, requests, seed, timeout, pid) -> None:
         report = run_fuzz(url, keyframes, requests, seed, timeout, pid, lambda: bar.update(1))
     click.echo(format_report(report))
     if report.total("crash") or report.total("hang"):
+        raise SystemExit(1)
+
+
+@main.command()
+@click.argument("url")
+@tables_option("the table set the edge holds (STAC keyframes are coded with it)", required=True)
+@click.option("--requests", type=int, default=50000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="of the mutants")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="seconds before a request is a hang")
+@click.option("--pid", type=int, help="the server's process id, for its memory (and its stubs') at every tenth of the run")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True), help="write the report here")
+def soak(url, tables, requests, seed, timeout, pid, json_path) -> None:
+    """A long mixed run to URL (valid STAC, JPEG and H.264 keyframes of several sizes, streams started, ended and
+    abandoned, mutants): does the server's memory level off? Exits 1 if a valid keyframe failed or the server died."""
+    from .soak import STREAM_UNITS, Keyframes, format_soak
+    from .soak import soak as run_soak
+
+    with cli_errors(EdgeError):
+        if requests < 1 or timeout <= 0:
+            raise ValueError("--requests must be at least 1 and --timeout positive")
+        _check_edge_holds(url, tables, timeout)
+    keyframes = Keyframes.code(list(read_frames(sample_video("bikes"), STREAM_UNITS)), tables)
+    with click.progressbar(length=requests, label="soaking", file=sys.stderr) as bar:
+        report = run_soak(url, keyframes, requests, seed, timeout, pid, lambda: bar.update(1))
+    click.echo(format_soak(report))
+    if json_path:
+        click.open_file(json_path, "w").write(json.dumps(report.to_json(), indent=1))
+    if report.failed():
         raise SystemExit(1)
 
 

@@ -8,6 +8,7 @@ request that fails must not break the next one, and a failure there counts as a 
 """
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -42,13 +43,15 @@ def mutate(data: bytes, kind: str, how: str, rng: np.random.Generator) -> bytes:
 
 
 def bomb(data: bytes, kind: str, side: int) -> bytes:
-    """``data`` with its frame header claiming side x side pixels (STAC: the APP11 header, docs/bitstream.md)."""
+    """``data`` with its frame header claiming side x side pixels."""
+    return claim(data, kind, side, side)
+
+
+def claim(data: bytes, kind: str, height: int, width: int) -> bytes:
+    """``data`` with its frame header claiming ``height`` x ``width`` (STAC: the APP11 header, docs/bitstream.md)."""
     out = bytearray(data)
-    if kind == "jpeg":
-        sof = data.index(b"\xff\xc0")
-        out[sof + 5:sof + 9] = side.to_bytes(2, "big") * 2
-    else:
-        out[22:26] = side.to_bytes(2, "big") * 2
+    at = data.index(b"\xff\xc0") + 5 if kind == "jpeg" else 22
+    out[at:at + 4] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
     return bytes(out)
 
 
@@ -76,68 +79,92 @@ def fuzz(url: str, keyframes: dict[str, tuple[bytes, tuple[int, int]]], requests
     kinds = sorted(keyframes)
     for i in range(requests):
         if i in samples:
-            _sample(report, i, pid)
+            sample(report, i, pid)
         kind, how = kinds[i % len(kinds)], MUTATIONS[(i // len(kinds)) % len(MUTATIONS)]
         data, size = keyframes[kind]
-        outcome = _send(edge, mutate(data, kind, how, rng), kind, size, report)
+        outcome = send(edge, report.examples, mutate(data, kind, how, rng), kind, size)
         if outcome == "error":
             try:
                 edge.segment(data, kind, size)
             except EdgeError as e:
                 outcome = "crash"
                 report.examples.setdefault("crash", f"a valid keyframe after the error failed: {e}")
-        if outcome != "hang" and not _live(edge):
+        if outcome != "hang" and not live(edge):
             outcome = "crash"
         report.outcomes[(kind, how, outcome)] += 1
         tick()
     report.seconds = time.perf_counter() - started
-    _sample(report, requests, pid)
+    sample(report, requests, pid)
     edge.close()
     return report
 
 
-def _sample(report: FuzzReport, done: int, pid: int | None) -> None:
+def sample(report, done: int, pid: int | None) -> None:
+    """Append (``done``, RSS of ``pid``) to ``report.rss``, where the RSS can be read."""
     rss = server_rss(pid)
     if rss is not None:
         report.rss.append((done, rss))
 
 
-def _send(edge: TritonEdge, data: bytes, kind: str, size: tuple[int, int], report: FuzzReport) -> str:
+def send(edge: TritonEdge, examples: dict, *args, **kwargs) -> str:
+    """edge.segment(*args, **kwargs)'s outcome: success, error or hang (the first message of each kept in
+    ``examples``)."""
     try:
-        edge.segment(data, kind, size)
+        edge.segment(*args, **kwargs)
         return "success"
     except EdgeError as e:
         message = str(e)
-        if "Deadline" in message or "timed out" in message.lower():
-            report.examples.setdefault("hang", message)
-            return "hang"
-        report.examples.setdefault("error", message)
-        return "error"
+        outcome = "hang" if "Deadline" in message or "timed out" in message.lower() else "error"
+        examples.setdefault(outcome, message)
+        return outcome
 
 
-def _live(edge: TritonEdge) -> bool:
+def live(edge: TritonEdge) -> bool:
     try:
         return bool(edge.client.is_server_live())
     except Exception:  # connection refused: the server is gone
         return False
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (tritonserver and its python stubs), from /proc (OSError if it is gone)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        for task in Path(f"/proc/{p}/task").iterdir():
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except FileNotFoundError:  # a thread that ended meanwhile (gRPC's come and go under load)
+                pass
+    return found
+
+
 def server_rss(pid: int | None) -> int | None:
-    """Resident memory (bytes) of process ``pid`` and all its descendants (tritonserver and its python stubs), from
-    /proc; None without a pid or where /proc cannot tell."""
+    """Resident memory (bytes) of process ``pid`` and all its descendants, from /proc; None without a pid or where
+    /proc cannot tell."""
     if pid is None:
         return None
-    total, todo = 0, [pid]
+    total = 0
     try:
-        while todo:
-            p = todo.pop()
+        for p in process_tree(pid):
             status = Path(f"/proc/{p}/status").read_text()
             total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) * 1024
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
     except (OSError, StopIteration, ValueError):
         return None if total == 0 else total
     return total
+
+
+def server_cpu(pid: int | None) -> float | None:
+    """User and system CPU seconds so far of process ``pid`` and all its descendants; None as server_rss."""
+    if pid is None:
+        return None
+    try:
+        ticks = sum(sum(int(v) for v in Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[11:13])
+                    for p in process_tree(pid))
+    except (OSError, ValueError):
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def format_report(report: FuzzReport) -> str:

@@ -16,7 +16,7 @@ from calibration.calibrate import DEFAULT_SIZE, DEFAULT_SOURCES, calibrate_defau
 from calibration.report import write as write_calibration
 from calibration.search import CalibrationError
 from stac.commands import cli_errors, tables_option
-from stac.edge.repository import BACKENDS, EDGE_MAX_BYTES, EDGE_MAX_PIXELS, write_repository
+from stac.edge.repository import BACKENDS, EDGE_MAX_BYTES, EDGE_MAX_PIXELS, EDGE_MAX_SIDE, write_repository
 from stac.models import MODELS, WeightsError
 from stac.models.to_onnx import ExportError, export_model, validate
 from stac.video import parse_size
@@ -37,11 +37,13 @@ from stac.video import parse_size
               show_default=True)
 @click.option("--max-pixels", type=int, default=EDGE_MAX_PIXELS, show_default=True,
               help="largest frame (W x H) the edge decodes; refused from its header before any work")
+@click.option("--max-side", type=int, default=EDGE_MAX_SIDE, show_default=True,
+              help="longest side of a frame the edge decodes, refused likewise")
 @click.option("--max-bytes", type=int, default=EDGE_MAX_BYTES, show_default=True,
               help="largest request BITSTREAM the edge accepts")
 @click.option("--instances", type=int, default=1, show_default=True,
               help="instances of every stateless model: requests of several devices served side by side")
-def main(model_name, weights, backend, tables, size, cpu, onnx_only, out, max_pixels, max_bytes,
+def main(model_name, weights, backend, tables, size, cpu, onnx_only, out, max_pixels, max_side, max_bytes,
          instances) -> None:
     with cli_errors(WeightsError, ExportError, CalibrationError):
         onnx_dir = out if onnx_only else out.with_name(out.name + "_onnx")
@@ -62,7 +64,7 @@ def main(model_name, weights, backend, tables, size, cpu, onnx_only, out, max_pi
             out.mkdir(parents=True, exist_ok=True)
             tables.save(out / "tables.json")  # clients code keyframes with what the edge holds
         write_repository(out, onnx_dir, tables, backend, max_pixels, gpu=not cpu, max_bytes=max_bytes,
-                         instances=instances)
+                         instances=instances, max_side=max_side)
     click.echo(f"model repository ({backend} backend): {out}")
 
 

@@ -53,8 +53,10 @@ def check_bound(bound: float) -> float:
 
 
 def session(path: str | Path, threads: int | None = None, providers: list[str] | None = None,
-            profile: str | None = None):
-    """``profile``: a file prefix; onnxruntime then records every node's time (``end_profiling()``)."""
+            profile: str | None = None, spin: bool = True):
+    """``profile``: a file prefix; onnxruntime then records every node's time (``end_profiling()``). ``spin``: the
+    threads keep spinning a while after each run, which saves a device a little latency but, on an edge whose cores
+    several models share, burns the CPU the next request needs."""
     import onnxruntime as ort
 
     path = Path(path)
@@ -65,6 +67,8 @@ def session(path: str | Path, threads: int | None = None, providers: list[str] |
         options.intra_op_num_threads = threads
     if profile:
         options.enable_profiling, options.profile_file_prefix = True, profile
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
 
 

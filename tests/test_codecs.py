@@ -147,13 +147,17 @@ def test_jpeg_size_is_read_from_the_header_alone(carphone_frames):
         with pytest.raises(ValueError, match=message):
             decode_jpeg(bad)
     # a header claiming 30000x30000 over a few KB of data: refused before any decoding
-    from bench.fuzz import bomb
+    from bench.fuzz import bomb, claim
 
     huge = bomb(data, "jpeg", 30000)
     assert jpeg_size(huge) == (30000, 30000)
     with pytest.raises(ValueError, match="30000x30000 is larger than this edge accepts"):
         decode_jpeg(huge, max_pixels=4096 * 4096)
     assert decode_jpeg(data, max_pixels=176 * 144).shape == (144, 176, 3)
+    strip = claim(data, "jpeg", 144, 16560)  # a bit flip found by fuzzing: fewer pixels than 2048x2048, far wider
+    with pytest.raises(ValueError, match=r"16560x144 is larger than this edge accepts \(4194304 pixels, 2048 on a"):
+        decode_jpeg(strip, max_pixels=2048 * 2048, max_side=2048)
+    assert decode_jpeg(data, max_side=176).shape == (144, 176, 3)
 
 
 def test_bad_frames_name_the_problem(default_tables):

@@ -12,11 +12,11 @@ import pytest
 import tritonclient.http as httpclient
 from PIL import Image
 
-from bench.fuzz import bomb
+from bench.fuzz import bomb, claim
 from stac.codec import make_codec
 from stac.contract import MODELS
 from stac.edge.client import EdgeError, LocalEdge, TritonEdge, check_table_set
-from stac.edge.repository import EDGE_MAX_BYTES, write_repository
+from stac.edge.repository import EDGE_MAX_BYTES, EDGE_MAX_PIXELS, EDGE_MAX_SIDE, write_repository
 from stac.edge.streams import Stream
 from stac.edge.server import ServerError, TritonServer
 from stac.tables import TableSet
@@ -194,6 +194,8 @@ def test_bad_input_is_invalid_argument_without_a_traceback(server, scheme, carph
     huge = data + bytes(EDGE_MAX_BYTES)  # a valid JPEG with trailing bytes past the request limit
     for bad, message in ((b"", "not a JPEG"), (png.getvalue(), "not a JPEG"),
                          (bomb(data, "jpeg", 30000), "larger than this edge"),
+                         (claim(data, "jpeg", 144, 16560), f"16560x144 is larger than this edge accepts ({EDGE_MAX_PIXELS} pixels, "
+                                               f"{EDGE_MAX_SIDE} on a side)"),
                          (huge, f"exceeds this edge's limit of {EDGE_MAX_BYTES} bytes")):
         with pytest.raises(EdgeError) as error:
             edge.segment(bad, "jpeg", (144, 176))
@@ -569,3 +571,23 @@ def test_instances_of_the_stateless_models(exported, tmp_path):
     assert instance_threads({"instance_group": [{"kind": "KIND_CPU", "count": 4}]}, 16) == 4
     assert instance_threads({"instance_group": [{"count": 3}]}, 2) == 1
     assert instance_threads({"instance_group": [{"count": 1}]}, 16) is None and instance_threads({}, 16) is None
+
+
+def test_bench_load_capacity_replays_a_recorded_route(server, tmp_path):
+    from click.testing import CliRunner
+
+    from bench.cli import main as bench_main
+
+    TableSet.default().save(tmp_path / "tables.json")
+    result = CliRunner().invoke(bench_main, ["load", f"grpc://{server.grpc_url}", "--tables",
+                                             str(tmp_path / "tables.json"), "--capacity", "--route", "stac-jpeg",
+                                             "--clip", "carphone", "--max-frames", "30", "--seconds", "2",
+                                             "--deadline", "10000", "--most", "2", "--json", str(tmp_path / "c.json")])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "c.json").read_text())
+    found = next(r for r in rows if r["trial"] == "capacity")
+    assert found["route"] == "stac-jpeg" and found["devices"] == 2 and found["requests_per_s"] > 0
+    assert [r["devices"] for r in rows if r["trial"] == "2x overload"] == [4]
+    trials = [r for r in rows if r["trial"] == "search"]
+    assert trials[0]["devices"] == 1 and trials[0]["answered"] >= 1 and trials[0]["p95_ms"] > 0
+    assert {"route", "devices", "p95_ms", "deadline_ms"} <= set(trials[0])

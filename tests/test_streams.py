@@ -60,6 +60,21 @@ def test_streams_are_separate_and_the_least_recently_used_is_evicted(bikes_frame
     assert len(decoders) == 1
 
 
+def test_a_stream_idle_past_the_limit_is_released(carphone_frames):
+    """An abandoned stream's decoder is freed once it has been idle as long as Triton keeps its sequence slot."""
+    now = [0.0]
+    decoders = StreamDecoders(idle_s=60, clock=lambda: now[0])
+    a, b = _encoder(), _encoder()
+    decoders.decode(1, 0, a.encode(carphone_frames[0]))  # abandoned after this
+    now[0] = 30.0
+    decoders.decode(2, 0, b.encode(carphone_frames[0]))
+    now[0] = 61.0
+    decoders.decode(2, 1, b.encode(carphone_frames[1]))  # stream 1, idle 61 s, goes; stream 2 (idle 31 s) stays
+    assert len(decoders) == 1
+    with pytest.raises(NeedIdr, match="not held"):
+        decoders.decode(1, 1, a.encode(carphone_frames[1]))
+
+
 def test_a_unit_too_large_for_the_edge_is_refused_from_its_parameter_set(bikes_frames, carphone_frames):
     codec = H264Codec(crf=30, preset="veryfast")
     idr, p_frame = codec.encode(bikes_frames[0]), codec.encode(bikes_frames[1])

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..tables import TableSet, block_levels, blocks_for, region_grid
 from . import _libjpeg
-from .transform import BLOCK, MAX_AC
+from .transform import BLOCK, MAX_AC, check_size
 
 MAGIC = b"STAC\0"
 VERSION = 1
@@ -94,8 +94,10 @@ def write_stac(coeffs: np.ndarray, levels: np.ndarray, height: int, width: int, 
     return _libjpeg.write(np.ascontiguousarray(coeffs, np.int16), height, width, _ONES_TABLE, header + payload)
 
 
-def read_stac(data: bytes, tables: TableSet | Iterable[TableSet], max_pixels: int = DEFAULT_MAX_PIXELS) -> StacFrame:
-    """Parse and validate a bitstream; raises BitstreamError naming the first problem found."""
+def read_stac(data: bytes, tables: TableSet | Iterable[TableSet], max_pixels: int = DEFAULT_MAX_PIXELS,
+              max_side: int | None = None) -> StacFrame:
+    """Parse and validate a bitstream; raises BitstreamError naming the first problem found (a frame over
+    ``max_pixels`` or ``max_side`` among them, before any decoding)."""
     known = {t.id: t for t in ([tables] if isinstance(tables, TableSet) else tables)}
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError(f"bitstream must be bytes, got {type(data).__name__}")
@@ -103,7 +105,7 @@ def read_stac(data: bytes, tables: TableSet | Iterable[TableSet], max_pixels: in
     segments, scan_start = _segments(data)
     if not segments or segments[0][0] != APP11:
         raise BitstreamError("no APP11 segment right after SOI")
-    ts, height, width, levels = _parse_header(segments[0][1], known, max_pixels)
+    ts, height, width, levels = _parse_header(segments[0][1], known, max_pixels, max_side)
     _check_jpeg_segments(segments[1:], height, width)
     if not data.endswith(b"\xff\xd9") or scan_start > len(data) - 2:
         raise BitstreamError("truncated: no EOI marker at the end")
@@ -139,7 +141,7 @@ def _segments(data: bytes) -> tuple[list[tuple[int, bytes]], int]:
             return segments, pos
 
 
-def _parse_header(payload: bytes, known: dict, max_pixels: int):
+def _parse_header(payload: bytes, known: dict, max_pixels: int, max_side: int | None):
     if len(payload) < _HEADER.size:
         raise BitstreamError(f"APP11 header is {len(payload)} bytes, shorter than {_HEADER.size}")
     magic, version, flags, block, region, n_levels, set_id, height, width, encoding = _HEADER.unpack_from(payload)
@@ -161,8 +163,10 @@ def _parse_header(payload: bytes, known: dict, max_pixels: int):
         raise BitstreamError(f"region size {region} blocks, table set {set_id.hex()} uses {ts.region_blocks}")
     if height == 0 or width == 0:
         raise BitstreamError(f"empty frame {height}x{width}")
-    if height * width > max_pixels:
-        raise BitstreamError(f"frame {height}x{width} exceeds the limit of {max_pixels} pixels")
+    try:
+        check_size("frame", height, width, max_pixels, max_side)
+    except ValueError as e:
+        raise BitstreamError(str(e)) from None
     rh, rw = region_grid(*blocks_for(height, width), region)
     bits, count = level_bits(n_levels), rh * rw
     body = payload[_HEADER.size:]

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 
 from .base import Codec
-from .transform import check_frame
+from .transform import check_frame, check_size
 
 _SAMPLING = {"420": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420, "444": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444}
 
@@ -44,12 +44,10 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
     raise ValueError("corrupt JPEG: no frame header")
 
 
-def decode_jpeg(data: bytes, max_pixels: int | None = None) -> np.ndarray:
-    """Any baseline/progressive JPEG -> RGB uint8 [H, W, 3]; one larger than ``max_pixels`` is refused from its
-    header, before any decoding."""
-    height, width = jpeg_size(data)
-    if max_pixels is not None and height * width > max_pixels:
-        raise ValueError(f"image {width}x{height} is larger than this edge accepts ({max_pixels} pixels)")
+def decode_jpeg(data: bytes, max_pixels: int | None = None, max_side: int | None = None) -> np.ndarray:
+    """Any baseline/progressive JPEG -> RGB uint8 [H, W, 3]; one larger than ``max_pixels`` or ``max_side`` is
+    refused from its header, before any decoding."""
+    check_size("image", *jpeg_size(data), max_pixels, max_side)
     try:
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error:

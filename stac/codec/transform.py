@@ -51,6 +51,16 @@ def check_frame(frame: np.ndarray) -> None:
         raise ValueError(f"empty frame {frame.shape}")
 
 
+def check_size(what: str, height: int, width: int, max_pixels: int | None, max_side: int | None = None) -> None:
+    """ValueError unless a frame of ``height`` x ``width`` (from its header, before any decoding) is within
+    ``max_pixels`` pixels and ``max_side`` on either side (None: no limit). The side matters besides the pixels:
+    strips no camera makes (144x16560) grow the edge's memory past what its largest square frame took, for good."""
+    over_pixels = max_pixels is not None and height * width > max_pixels
+    if over_pixels or (max_side is not None and max(height, width) > max_side):
+        limits = [f"{max_pixels} pixels"] * (max_pixels is not None) + [f"{max_side} on a side"] * (max_side is not None)
+        raise ValueError(f"{what} {width}x{height} is larger than this edge accepts ({', '.join(limits)})")
+
+
 def dct_quantize(frame: np.ndarray, block_levels: np.ndarray, steps: np.ndarray) -> np.ndarray:
     """RGB uint8 [H, W, 3] -> quantized coefficients int16 [3, Hb, Wb, 64].
 

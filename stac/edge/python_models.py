@@ -16,7 +16,7 @@ import triton_python_backend_utils as pb_utils  # provided by the python backend
 from ..codec.bitstream import read_stac
 from ..codec.jpeg import decode_jpeg
 from ..codec.mask import encode_mask, fit
-from ..codec.transform import pad_to_multiple
+from ..codec.transform import check_size, pad_to_multiple
 from ..contract import ANSWER_SIZE, BITSTREAM, BOUND, CODED_MASK, COEFFS, IMAGE, LEVELS, MASK, POSITION, TABLES
 from ..inference import check_bound, instance_threads, session
 from ..tables import TableSet
@@ -32,6 +32,11 @@ def _parameter(args, key: str) -> str:
     if key not in params:
         raise pb_utils.TritonModelException(f"config.pbtxt lacks parameter {key!r}")
     return params[key]["string_value"]
+
+
+def _limits(args) -> tuple[int, int, int]:
+    """What a decode model accepts before any work: pixels and side of a frame, bytes of a request."""
+    return tuple(int(_parameter(args, key)) for key in ("max_pixels", "max_side", "max_bytes"))
 
 
 def _bitstream(request, max_bytes: int) -> bytes:
@@ -83,11 +88,10 @@ class StacDecode:
     def initialize(self, args):
         folder = _model_dir(args)
         self.tables = [TableSet.load(folder / name) for name in _parameter(args, "tables").split(",")]
-        self.max_pixels = int(_parameter(args, "max_pixels"))
-        self.max_bytes = int(_parameter(args, "max_bytes"))
+        self.max_pixels, self.max_side, self.max_bytes = _limits(args)
 
     def _handle(self, request):
-        frame = read_stac(_bitstream(request, self.max_bytes), self.tables, max_pixels=self.max_pixels)
+        frame = read_stac(_bitstream(request, self.max_bytes), self.tables, self.max_pixels, self.max_side)
         return {COEFFS.name: frame.coeffs, LEVELS.name: frame.levels, TABLES.name: frame.tables.steps,
                 BOUND.name: np.array([_bound(request, frame.tables.bound)], np.float32)}
 
@@ -100,17 +104,14 @@ class JpegDecode:
 
     def initialize(self, args):
         self.multiple = int(_parameter(args, "size_multiple"))
-        self.max_pixels = int(_parameter(args, "max_pixels"))
-        self.max_bytes = int(_parameter(args, "max_bytes"))
+        self.max_pixels, self.max_side, self.max_bytes = _limits(args)
 
     def _image(self, image: np.ndarray) -> dict:
-        h, w = image.shape[:2]
-        if h * w > self.max_pixels:
-            raise ValueError(f"image {w}x{h} is larger than this edge accepts ({self.max_pixels} pixels)")
+        check_size("image", *image.shape[:2], self.max_pixels, self.max_side)
         return {IMAGE.name: pad_to_multiple(image, self.multiple)}
 
     def _handle(self, request):
-        return self._image(decode_jpeg(_bitstream(request, self.max_bytes), self.max_pixels))
+        return self._image(decode_jpeg(_bitstream(request, self.max_bytes), self.max_pixels, self.max_side))
 
     def execute(self, requests):
         return _serve(requests, self._handle)
@@ -136,7 +137,7 @@ class H264Decode(JpegDecode):
         if ending and not data:  # the device closed its stream: nothing to decode, an empty IMAGE
             self.streams.end(stream)
             return {IMAGE.name: np.zeros((0, 0, 3), np.uint8)}
-        outputs = self._image(self.streams.decode(stream, int(position[0]), data, self.max_pixels))
+        outputs = self._image(self.streams.decode(stream, int(position[0]), data, self.max_pixels, self.max_side))
         if ending:
             self.streams.end(stream)
         return outputs
@@ -169,7 +170,8 @@ class OnnxModel:
 
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        self.session = session(_model_dir(args) / "model.onnx", instance_threads(config, os.cpu_count() or 1))
+        self.session = session(_model_dir(args) / "model.onnx", instance_threads(config, os.cpu_count() or 1),
+                               spin=False)
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
 

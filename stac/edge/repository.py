@@ -29,22 +29,24 @@ from ..contract import (ANSWER_SIZE, CODED_MASK, H264_DECODE, H264_SEGMENT, HEAD
                         STAC_DECODE, STAC_HEAD, TABLE_SETS_PARAMETER, Signature)
 from ..inference import model_info
 from ..tables import TableSet
-from .streams import MAX_STREAMS
+from .streams import MAX_STREAMS, STREAM_IDLE_S
 
 BACKENDS = ("python", "onnxruntime")
 ADAPTERS = {STAC_DECODE: "StacDecode", JPEG_DECODE: "JpegDecode", H264_DECODE: "H264Decode",
             MASK_ENCODE: "MaskEncode", STAC_HEAD: "OnnxModel", SEGMENT_MODEL: "OnnxModel"}
 GRAPHS = {STAC_HEAD: HEAD_GRAPH, SEGMENT_MODEL: SEGMENT_GRAPH}
 # The edge's defaults. 2048x2048 (twice the paper's 2048x1024): the selfie head's gradient pass peaks at 0.63 GB of
-# RSS there (0.38 GB at 2048x1024; 4096x4096 took 2.4 GB). 16 MB: at 2048x2048 even uniform noise, the worst case,
-# codes to 8.5 MB as STAC's finest level and 11.7 MB as a 4:4:4 JPEG at quality 100.
+# RSS there (0.38 GB at 2048x1024; 4096x4096 took 2.4 GB); 2048 on either side, since a 144x16560 strip (fewer
+# pixels) took the segment graph's memory 127 MB past what 2048x2048 had, never given back. 16 MB: at 2048x2048
+# even uniform noise, the worst case, codes to 8.5 MB as STAC's finest level and 11.7 MB as a 4:4:4 JPEG at
+# quality 100.
 EDGE_MAX_PIXELS = 2048 * 2048
+EDGE_MAX_SIDE = 2048
 EDGE_MAX_BYTES = 16 * 2 ** 20
 # Device streams: Triton routes each sequence's requests in order to the one instance holding its decoder. The
 # "oldest" strategy serves many sequences on one instance (the default "direct" one gives a max_batch_size 0
-# model a single sequence slot, so a second device would wait for the first to go idle). A stream idle this
-# long is released; its next P-frame is refused and the device sends an IDR.
-STREAM_IDLE_S = 60
+# model a single sequence slot, so a second device would wait for the first to go idle). Its slot is released after
+# as long idle as the decoder (STREAM_IDLE_S).
 
 
 def _config(name: str, signature: Signature, **fields) -> pb.ModelConfig:
@@ -104,20 +106,21 @@ def _adapter(name: str) -> bytes:
 
 def write_repository(repo: str | Path, onnx_dir: str | Path, tables: TableSet, backend: str = "python",
                      max_pixels: int = EDGE_MAX_PIXELS, gpu: bool = True, max_bytes: int = EDGE_MAX_BYTES,
-                     instances: int = 1) -> Path:
+                     instances: int = 1, max_side: int = EDGE_MAX_SIDE) -> Path:
     """Write (or overwrite) the models (MODELS) into ``repo``; returns it. The decode models refuse requests over
-    ``max_bytes`` and frames over ``max_pixels`` before any work. Every stateless model runs ``instances``
-    instances, so requests of several devices are served side by side (h264_decode keeps one: each stream's
-    decoder lives in it)."""
+    ``max_bytes`` and frames over ``max_pixels`` or ``max_side`` before any work. Every stateless model runs
+    ``instances`` instances, so requests of several devices are served side by side (h264_decode keeps one: each
+    stream's decoder lives in it)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     repo, onnx_dir = Path(repo), Path(onnx_dir)
     info = model_info(onnx_dir)
     for stale in MODELS:
         shutil.rmtree(repo / stale, ignore_errors=True)
-    if not 0 < max_pixels <= DEFAULT_MAX_PIXELS or max_bytes <= 0 or instances < 1:
-        raise ValueError(f"max_pixels must be 1..{DEFAULT_MAX_PIXELS}, max_bytes positive and instances at least 1")
-    limits = {"max_pixels": str(max_pixels), "max_bytes": str(max_bytes)}
+    if not 0 < max_pixels <= DEFAULT_MAX_PIXELS or max_side < 1 or max_bytes <= 0 or instances < 1:
+        raise ValueError(f"max_pixels must be 1..{DEFAULT_MAX_PIXELS}, max_side and max_bytes positive and "
+                         f"instances at least 1")
+    limits = {"max_pixels": str(max_pixels), "max_side": str(max_side), "max_bytes": str(max_bytes)}
     _write(repo, model_config(STAC_DECODE, "python", count=instances, params={
         "tables": "tables.json", TABLE_SETS_PARAMETER: tables.id.hex(), **limits}),
            {"model.py": _adapter(STAC_DECODE), "tables.json": tables.to_json().encode()})
