@@ -346,7 +346,8 @@ def fuzz(url, tables, requests, seed, timeout, pid) -> None:
 @click.option("--requests", type=int, default=50000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="of the mutants")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="seconds before a request is a hang")
-@click.option("--pid", type=int, help="the server's process id, for its memory (and its stubs') at every tenth of the run")
+@click.option("--pid", type=int,
+              help="the server's process id, for its memory (and its stubs') at every tenth of the run")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True), help="write the report here")
 def soak(url, tables, requests, seed, timeout, pid, json_path) -> None:
     """A long mixed run to URL (valid STAC, JPEG and H.264 keyframes of several sizes, streams started, ended and

@@ -194,8 +194,8 @@ def test_bad_input_is_invalid_argument_without_a_traceback(server, scheme, carph
     huge = data + bytes(EDGE_MAX_BYTES)  # a valid JPEG with trailing bytes past the request limit
     for bad, message in ((b"", "not a JPEG"), (png.getvalue(), "not a JPEG"),
                          (bomb(data, "jpeg", 30000), "larger than this edge"),
-                         (claim(data, "jpeg", 144, 16560), f"16560x144 is larger than this edge accepts ({EDGE_MAX_PIXELS} pixels, "
-                                               f"{EDGE_MAX_SIDE} on a side)"),
+                         (claim(data, "jpeg", 144, 16560), f"16560x144 is larger than this edge accepts "
+                                                           f"({EDGE_MAX_PIXELS} pixels, {EDGE_MAX_SIDE} on a side)"),
                          (huge, f"exceeds this edge's limit of {EDGE_MAX_BYTES} bytes")):
         with pytest.raises(EdgeError) as error:
             edge.segment(bad, "jpeg", (144, 176))

@@ -57,7 +57,8 @@ def check_size(what: str, height: int, width: int, max_pixels: int | None, max_s
     strips no camera makes (144x16560) grow the edge's memory past what its largest square frame took, for good."""
     over_pixels = max_pixels is not None and height * width > max_pixels
     if over_pixels or (max_side is not None and max(height, width) > max_side):
-        limits = [f"{max_pixels} pixels"] * (max_pixels is not None) + [f"{max_side} on a side"] * (max_side is not None)
+        limits = ([f"{max_pixels} pixels"] * (max_pixels is not None)
+                  + [f"{max_side} on a side"] * (max_side is not None))
         raise ValueError(f"{what} {width}x{height} is larger than this edge accepts ({', '.join(limits)})")
 
 
