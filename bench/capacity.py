@@ -35,7 +35,6 @@ from .fuzz import server_cpu
 # each route at its default operating point: the inter-codec route, STAC-coded (JPEG) keyframes, and H.264 as the
 # paper runs it, every frame offloaded
 ROUTES = {"default": {}, "stac-jpeg": {"codec": "stac"}, "h264-every-frame": {"codec": "h264", "every": 1}}
-DEADLINE_MS = 200.0
 DEVICE = RuntimeConfig()  # what a simulated device does as a real one: max_in_flight, retry_after
 
 

@@ -91,10 +91,10 @@ class _Streams:
     def next(self) -> tuple[bytes, tuple[int, int], Stream]:
         if self.sent == STREAM_UNITS:
             self.count, self.sent = self.count + 1, 0
-        units = self.keyframes.frames[("h264", size_index(self.count - 1))]
+        k = size_index(self.count - 1)
         stream = Stream(id=self.count, position=self.sent, start=self.sent == 0)
         self.sent += 1
-        return units[stream.position], SIZES[size_index(self.count - 1)], stream
+        return self.keyframes.frames[("h264", k)][stream.position], SIZES[k], stream
 
     def close(self) -> None:
         """After a stream's last unit: end it, unless it is one to abandon."""
