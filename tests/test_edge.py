@@ -507,6 +507,29 @@ def test_bench_fuzz_short_run(server, scheme, tmp_path):
     assert {"stac", "jpeg"} <= {line.split()[0] for line in result.output.splitlines()[1:11]}
 
 
+def test_bench_soak_short_run(server, tmp_path):
+    """The soak's mix against the real server: every valid keyframe (STAC, JPEG, H.264 streams) answered, mutants
+    sent, the server's RSS read at every tenth of the run."""
+    from click.testing import CliRunner
+
+    from bench.cli import main as bench_main
+
+    TableSet.default().save(tmp_path / "tables.json")
+    result = CliRunner().invoke(bench_main, ["soak", f"grpc://{server.grpc_url}", "--tables",
+                                             str(tmp_path / "tables.json"), "--requests", "80",
+                                             "--pid", str(server.process.pid), "--json", str(tmp_path / "s.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert report["requests"] == 80 and report["done"] == [8 * q for q in range(11)]
+    assert len(report["rss_mb"]) == 11 and min(report["rss_mb"]) > 0
+    outcomes = report["outcomes"]
+    assert sum(outcomes.values()) == 80
+    valid = {what: n for what, n in outcomes.items() if not what.startswith("mutant")}
+    assert {w.split()[0] for w in valid} == {"stac", "jpeg", "h264"}
+    assert all(w.endswith(": success") for w in valid) and sum(valid.values()) == 20
+    assert sum(n for w, n in outcomes.items() if w.startswith("mutant")) == 60
+
+
 def test_the_server_killed_and_restarted_mid_run(repository, carphone_frames):
     """Every frame gets a mask while the edge is down, and offload resumes once it is back on the same ports."""
     import threading
