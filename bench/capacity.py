@@ -14,7 +14,6 @@ length is warm-up, not measured.
 """
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from device_runtime.runtime import RuntimeConfig
 from device_runtime.sources import Source
 from stac.codec import make_codec
 from stac.edge.client import Edge, EdgeError, TritonEdge
-from stac.edge.streams import Stream
+from stac.edge.streams import Stream, new_stream_id
 from stac.tables import TableSet
 
 from .fuzz import server_cpu
@@ -132,7 +131,7 @@ class _Device:
         self.in_flight, self.backoff_until = 0, 0.0
         # the H.264 stream: one sequence ID for the device's life, as the runtime keeps (a new ID per restart would
         # leave each old one holding a sequence slot of the edge's until it idles out)
-        self.stream_id = secrets.randbits(62) + 1
+        self.stream_id = new_stream_id()
         self.stream: Stream | None = None  # its unit in progress; None: the next unit restarts it with an IDR
         self.idle = threading.Condition(lock)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import queue
-import secrets
 import statistics
 import threading
 import time
@@ -35,7 +34,7 @@ from stac.allocate import boundary_levels, boundary_offsets
 from stac.codec import make_codec
 from stac.codec.h264 import is_idr
 from stac.edge.client import Edge, EdgeAnswer, EdgeError, check_answer, exchange
-from stac.edge.streams import Stream
+from stac.edge.streams import Stream, new_stream_id
 from stac.edge.wire import request_bytes
 from stac.flow import Flow, compose, identity_map, processing_size, warp, warp_levels
 from stac.gate import AccuracyGate, agreement
@@ -236,7 +235,7 @@ class Runtime:
             raise ValueError(f"unknown selection {config.selection!r} (known: {', '.join(SELECTIONS)})")
         # an inter stream's identity at the edge (its sequence correlation ID), and whether its next unit must be
         # an IDR; asynchronous offload pipelines its units only through an edge client that keeps them in order
-        self.stream_id = secrets.randbits(63) or 1
+        self.stream_id = new_stream_id()
         self.need_idr = False
         self.force_keyframe = False
         self.link = Link.parse(config.link) if config.link else None

@@ -4,7 +4,7 @@ import pytest
 
 from stac.codec import H264Codec, make_codec
 from stac.codec.h264 import is_idr, sps_size
-from stac.edge.streams import NeedIdr, StreamDecoders
+from stac.edge.streams import NeedIdr, Stream, StreamDecoders, new_stream_id
 
 
 def _encoder():
@@ -87,3 +87,19 @@ def test_a_unit_too_large_for_the_edge_is_refused_from_its_parameter_set(bikes_f
     assert streams.decode(1, 0, idr, max_pixels=640 * 272).shape == (272, 640, 3)
     with pytest.raises(ValueError, match="ends early"):
         sps_size(idr[:idr.index(b"\x00\x00\x01\x67") + 6])  # a parameter set cut short
+
+
+def test_every_new_stream_id_costs_the_same_wire_bytes():
+    from tritonclient.grpc import service_pb2
+
+    from stac.edge.wire import _sequence
+
+    def size(stream_id: int) -> int:
+        message = service_pb2.ModelInferRequest()
+        _sequence(message, Stream(stream_id, 0, True))
+        return message.ByteSize()
+
+    ids = {new_stream_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(0 < i < 2 ** 63 for i in ids)  # Triton's correlation IDs are int64, non-zero
+    assert {size(i) for i in ids} | {size(2 ** 62), size(2 ** 63 - 1)} == {size(2 ** 62)}
+    assert {len(str(i)) for i in ids} == {19}  # HTTP's JSON carries the decimal digits
