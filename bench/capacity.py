@@ -105,9 +105,12 @@ class Trial:
     devices: int
     seconds: float
     delays_ms: list[float] = field(default_factory=list)  # answered requests, due to answer
-    failed: int = 0  # answered with an error, or not at all within the timeout
+    failed: int = 0  # answered with an error, or not at all within the timeout (refusals included)
+    refusals_ms: list[float] = field(default_factory=list)  # of those, the ones a proxy refused: due to refusal
     skipped: int = 0  # not sent: the device had max_in_flight unanswered, or was backing off
     cpu_s: float | None = None  # the server's CPU time (it and its stubs) over the measured seconds
+    # every request due in the measured window that came back: (device, due, back, answered), time.perf_counter()
+    outcomes: list[tuple[int, float, float, bool]] = field(default_factory=list)
 
     def p95_ms(self) -> float | None:
         return float(np.percentile(self.delays_ms, 95)) if self.delays_ms else None
@@ -119,6 +122,8 @@ class Trial:
     def row(self, deadline_ms: float) -> dict:
         return {"route": self.route, "devices": self.devices, "p95_ms": self.p95_ms(), "deadline_ms": deadline_ms,
                 "answered": len(self.delays_ms), "failed": self.failed, "skipped": self.skipped,
+                "refused": len(self.refusals_ms),
+                "refusal_p95_ms": float(np.percentile(self.refusals_ms, 95)) if self.refusals_ms else None,
                 "edge_cpu_per_device": self.cpu_s / self.seconds / self.devices if self.cpu_s is not None else None}
 
 
@@ -126,8 +131,8 @@ class _Device:
     """One simulated device: what it sends of the recording, and what becomes of it (counted in ``trial`` for
     requests due in the measured window)."""
 
-    def __init__(self, url: str, trial: Trial, lock: threading.Lock, timeout: float):
-        self.edge, self.trial, self.lock = TritonEdge(url, timeout), trial, lock
+    def __init__(self, k: int, url: str, trial: Trial, lock: threading.Lock, timeout: float):
+        self.k, self.edge, self.trial, self.lock = k, TritonEdge(url, timeout, device=f"device-{k}"), trial, lock
         self.in_flight, self.backoff_until = 0, 0.0
         # the H.264 stream: one sequence ID for the device's life, as the runtime keeps (a new ID per restart would
         # leave each old one holding a sequence slot of the edge's until it idles out)
@@ -158,10 +163,14 @@ class _Device:
         with self.lock:
             self.in_flight -= 1
             self.idle.notify_all()
+            if measured:
+                self.trial.outcomes.append((self.k, due, now, not isinstance(answer, Exception)))
             if isinstance(answer, Exception):
                 self.stream = None
                 self.backoff_until = now + DEVICE.retry_after
                 self.trial.failed += measured
+                if measured and isinstance(answer, EdgeError) and answer.refused:
+                    self.trial.refusals_ms.append((now - due) * 1e3)
             elif measured:
                 self.trial.delays_ms.append((now - due) * 1e3)
 
@@ -173,9 +182,10 @@ class _Device:
 
 
 def replay(url: str, recording: Recording, devices: int, seconds: float, pid: int | None = None,
-           timeout: float = 10.0) -> Trial:
+           timeout: float = 10.0, during: tuple[float, Callable[[], None]] | None = None) -> Trial:
     """``devices`` simulated devices replaying ``recording`` against the edge at ``url``: device k starts its clip
-    k/devices of a clip's length late, so all run after one clip's length; the ``seconds`` after that are measured."""
+    k/devices of a clip's length late, so all run after one clip's length; the ``seconds`` after that are measured.
+    ``during`` (s, action): ``action()`` runs ``s`` seconds into the measured window."""
     trial = Trial(recording.route, devices, seconds)
     lock = threading.Lock()
     clip = recording.seconds
@@ -183,7 +193,7 @@ def replay(url: str, recording: Recording, devices: int, seconds: float, pid: in
     measured = (start + clip, start + clip + seconds)
 
     def device(k: int) -> None:
-        simulated = _Device(url, trial, lock, timeout)
+        simulated = _Device(k, url, trial, lock, timeout)
         loop = 0
         try:
             while True:
@@ -199,6 +209,8 @@ def replay(url: str, recording: Recording, devices: int, seconds: float, pid: in
             simulated.close(timeout)
 
     threads = [threading.Thread(target=device, args=(k,)) for k in range(devices)]
+    if during is not None:
+        threads.append(threading.Timer(max(0.0, measured[0] + during[0] - time.perf_counter()), during[1]))
     for t in threads:
         t.start()
     time.sleep(max(0.0, measured[0] - time.perf_counter()))

@@ -292,11 +292,12 @@ def _capacity(url, tables, routes, clip, max_frames, deadline, seconds, most, pi
         rows.append({**row, "trial": label or "search"})
         p95 = "-" if row["p95_ms"] is None else f"{row['p95_ms']:.0f}"
         cpu = "-" if row["edge_cpu_per_device"] is None else f"{row['edge_cpu_per_device']:.3f}"
+        refused = "-" if row["refusal_p95_ms"] is None else f"{row['refusal_p95_ms']:.0f}"
         click.echo(f"{row['route']:17} {row['devices']:7d} {p95:>7} {row['answered']:8d} {row['failed']:6d} "
-                   f"{row['skipped']:7d} {cpu:>8} {label}")
+                   f"{row['refused']:7d} {refused:>9} {row['skipped']:7d} {cpu:>8} {label}")
 
-    click.echo(f"{'route':17} {'devices':>7} {'p95 ms':>7} {'answered':>8} {'failed':>6} {'skipped':>7} "
-               f"{'cpu/dev':>8}")
+    click.echo(f"{'route':17} {'devices':>7} {'p95 ms':>7} {'answered':>8} {'failed':>6} {'refused':>7} "
+               f"{'refuse ms':>9} {'skipped':>7} {'cpu/dev':>8}")
     for route in routes or ROUTES:
         with cli_errors(EdgeError):
             recording = record(url, tables, clip, route, max_frames)
@@ -310,6 +311,38 @@ def _capacity(url, tables, routes, clip, max_frames, deadline, seconds, most, pi
             show(replay(url, recording, 2 * held, seconds, pid), "2x overload")
     if json_path:
         click.open_file(json_path, "w").write(json.dumps(rows, indent=1))
+
+
+@main.command()
+@click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=Path("triton_models"),
+              show_default=True)
+@tables_option("the repository's table set", default="triton_models/tables.json")
+@click.option("--servers", type=int, default=2, show_default=True)
+@click.option("--route", default="default", show_default=True, help="whose recorded requests the devices replay")
+@click.option("--clip", default="bikes", show_default=True)
+@click.option("--max-frames", type=int, default=150, show_default=True, help="of the clip")
+@click.option("--devices", type=int, default=4, show_default=True)
+@click.option("--seconds", type=float, default=15.0, show_default=True, help="measured")
+@click.option("--kill-after", type=float, default=5.0, show_default=True, help="seconds into the measured window")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True))
+def failover(repo, tables, servers, route, clip, max_frames, devices, seconds, kill_after, json_path) -> None:
+    """Start --servers servers on REPO behind the proxy, replay --route from --devices devices through it, kill one
+    server: how long until every device is answered again, and what was lost."""
+    from stac.edge.server import ServerError
+
+    from .capacity import ROUTES
+    from .failover import failover as run_failover
+    from .failover import format_failover
+
+    with cli_errors(EdgeError, ServerError):
+        if route not in ROUTES:
+            raise ValueError(f"unknown route {route}: the routes are {', '.join(ROUTES)}")
+        if servers < 2 or devices < 1 or not 0 < kill_after < seconds:
+            raise ValueError("--servers must be at least 2, --devices at least 1, --kill-after within --seconds")
+        result = run_failover(repo, tables, route, clip, devices, servers, kill_after, seconds, max_frames)
+    click.echo(format_failover(result))
+    if json_path:
+        click.open_file(json_path, "w").write(json.dumps(result.row(), indent=1))
 
 
 @main.command()

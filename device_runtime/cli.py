@@ -133,9 +133,10 @@ def run_command(source, edge_spec, onnx_dir, tables, psnr, every, target, codec,
             "downlink_bytes", "downlink_kbps", "up_kbps", "down_kbps", "kbps_target", "rate_error", "rate_error_2s",
             "budget_kbps_median", "delay_p50_ms", "delay_p95_ms", "delay_p99_ms", "coding_ms_median",
             "edge_latency_ms_median", "device_fps",
-            "edge_errors", "idrs", "idr_requests", "gate_db", "carried_agreement_mean", "miou_vs_raw", "miou"]
+            "edge_errors", "edge_refusals", "idrs", "idr_requests", "gate_db", "carried_agreement_mean", "miou_vs_raw",
+            "miou"]
     for key in keys:
-        if report.get(key) is not None and (report[key] or key not in ("idrs", "idr_requests")):
+        if report.get(key) is not None and (report[key] or key not in ("edge_refusals", "idrs", "idr_requests")):
             value = report[key]
             click.echo(f"{key:>15}: {value:.4g}" if isinstance(value, float) else f"{key:>15}: {value}")
     if report_path:

@@ -172,6 +172,7 @@ class RuntimeStats:
     answers: int = 0
     superseded: int = 0
     edge_errors: int = 0
+    refusals: int = 0  # edge errors that were a proxy's refusal (every server busy or down)
     timeouts: int = 0
     skipped_offloads: int = 0
     idrs: int = 0  # inter codec: keyframes sent as IDRs (the first, and after every failure or refusal)
@@ -199,7 +200,8 @@ class RuntimeStats:
                 "delay_p50_ms": delays[0], "delay_p95_ms": delays[1], "delay_p99_ms": delays[2],
                 "answers": self.answers,
                 "superseded_answers": self.superseded, "edge_errors": self.edge_errors,
-                "edge_timeouts": self.timeouts, "skipped_offloads": self.skipped_offloads,
+                "edge_refusals": self.refusals, "edge_timeouts": self.timeouts,
+                "skipped_offloads": self.skipped_offloads,
                 "idrs": self.idrs, "idr_requests": self.idr_requests,
                 "bad_frames": self.bad_frames, "frames_without_answer": self.frames_without_answer,
                 "edge_latency_ms_median": statistics.median(lat) if lat else None,
@@ -370,8 +372,9 @@ class Runtime:
             if isinstance(answer, EdgeError) and answer.need_idr:
                 self.stats.idr_requests += 1
                 self.force_keyframe = True
-            else:
+            else:  # a refusal too: the edge is overloaded, and a device that came straight back would add to it
                 self.stats.edge_errors += 1
+                self.stats.refusals += isinstance(answer, EdgeError) and answer.refused
                 self.backoff_until = self.now() + self.config.retry_after
             return
         self.stats.answers += 1

@@ -1,6 +1,7 @@
-"""stac-edge serve | check."""
+"""stac-edge serve | proxy | check."""
 from __future__ import annotations
 
+import functools
 import signal
 import time
 from pathlib import Path
@@ -11,8 +12,30 @@ import numpy as np
 from stac.codec import make_codec
 from stac.commands import cli_errors, tables_option
 from stac.contract import MODELS
+from stac.edge.proxy import Deployment, Limits, Proxy, Upstream
 from stac.edge.server import ServerError, TritonServer
 from stac.video import read_frames, sample_video
+
+
+LIMITS = (("max_in_flight", "requests each server runs at once"),
+          ("max_queue", "requests that wait for each server beyond those"),
+          ("queue_ms", "the longest a request waits before it is refused"))
+
+
+def limits_options(prefix: str = ""):
+    """--max-in-flight, --max-queue and --queue-ms, given to the command as ``limits`` (the proxy's Limits)."""
+    def decorate(function):
+        @functools.wraps(function)
+        def with_limits(*args, max_in_flight, max_queue, queue_ms, **kwargs):
+            with cli_errors():
+                limits = Limits(max_in_flight, max_queue, queue_ms)
+            return function(*args, limits=limits, **kwargs)
+
+        for name, help in reversed(LIMITS):
+            with_limits = click.option(f"--{name.replace('_', '-')}", type=int, default=getattr(Limits, name),
+                                       show_default=True, help=prefix + help)(with_limits)
+        return with_limits
+    return decorate
 
 
 @click.group()
@@ -26,29 +49,63 @@ def main() -> None:
 @click.option("--address", default="127.0.0.1", show_default=True, help="0.0.0.0 to serve other machines")
 @click.option("--http-port", type=int, default=8000, show_default=True)
 @click.option("--grpc-port", type=int, default=8001, show_default=True)
-@click.option("--metrics-port", type=int, default=8002, show_default=True)
+@click.option("--metrics-port", type=int, default=8002, show_default=True, help="one server's (without --proxy)")
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="seconds to wait for ready")
 @click.option("--admin-api", is_flag=True, help="open shared-memory registration, repository control, trace and "
               "log settings to every client (restricted by default)")
-def serve(repo, address, http_port, grpc_port, metrics_port, timeout, admin_api) -> None:
-    """Start tritonserver on REPO and keep it up until Ctrl-C or SIGTERM."""
+@click.option("--proxy", is_flag=True, help="HAProxy on the ports, in front of --servers Triton servers: each device "
+              "kept on one server, refusals past the limits below, failover when a server dies")
+@click.option("--servers", type=int, default=1, show_default=True, help="with --proxy: Triton servers behind it")
+@limits_options("with --proxy: ")
+def serve(repo, address, http_port, grpc_port, metrics_port, timeout, admin_api, proxy, servers, limits) -> None:
+    """Start tritonserver on REPO (or --servers of them behind --proxy) and keep it up until Ctrl-C or SIGTERM. Behind
+    the proxy a server that dies is started again; its devices are served by the others meanwhile."""
     with cli_errors(ServerError):
-        server = TritonServer(repo, address=address, http_port=http_port, grpc_port=grpc_port,
-                              metrics_port=metrics_port, ready_timeout=timeout, admin_api=admin_api)
+        if servers != 1 and not proxy:
+            raise ValueError("--servers needs --proxy (one address in front of them)")
+        if proxy:
+            edge = Deployment(repo, servers, address=address, grpc_port=grpc_port, http_port=http_port,
+                              limits=limits, ready_timeout=timeout,
+                              admin_api=admin_api)
+        else:
+            edge = TritonServer(repo, address=address, http_port=http_port, grpc_port=grpc_port,
+                                metrics_port=metrics_port, ready_timeout=timeout, admin_api=admin_api)
+    _supervise(edge)
+
+
+@main.command()
+@click.option("--server", "servers", multiple=True, required=True,
+              help="HOST:GRPC_PORT:HTTP_PORT of a Triton server (`stac-edge serve --address 0.0.0.0` on its "
+              "machine); repeatable")
+@click.option("--address", default="0.0.0.0", show_default=True)
+@click.option("--http-port", type=int, default=8000, show_default=True)
+@click.option("--grpc-port", type=int, default=8001, show_default=True)
+@limits_options()
+def proxy(servers, address, http_port, grpc_port, limits) -> None:
+    """HAProxy in front of Triton servers running elsewhere (one per GPU): each device kept on one server, refusals
+    past the limits, failover when a server dies. Runs until Ctrl-C or SIGTERM."""
+    with cli_errors(ServerError):
+        edge = Proxy([Upstream.parse(spec) for spec in servers], address=address, grpc_port=grpc_port,
+                     http_port=http_port, limits=limits)
+    _supervise(edge)
+
+
+def _supervise(edge: TritonServer | Deployment | Proxy) -> None:
+    """Start ``edge``, report what its watch() says, stop it on Ctrl-C or SIGTERM."""
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     try:
         with cli_errors(ServerError):
-            server.start()
-            click.echo(f"ready: grpc://{server.grpc_url} http://{server.http_url} (log {server.log_path})", err=True)
-            while not stop and server.process.poll() is None:
+            edge.start()
+            click.echo(f"ready: grpc://{edge.grpc_url} http://{edge.http_url} ({edge.describe()})", err=True)
+            while not stop:
                 time.sleep(0.2)
-            if server.process.poll() is not None:
-                raise ServerError(f"tritonserver exited with {server.process.returncode}:\n{server.log_tail()}")
+                for line in edge.watch():
+                    click.echo(line, err=True)
     except KeyboardInterrupt:
         pass
     finally:
-        server.stop()
+        edge.stop()
         click.echo("stopped", err=True)
 
 

@@ -11,6 +11,8 @@ command -v gcc >/dev/null || need+=(gcc)
 python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
 # ip and tc: stac-bench link's kernel-shaped link (network namespaces) and its tests
 { command -v ip && command -v tc; } >/dev/null || need+=(iproute2)
+# haproxy: the edge's proxy in front of several servers (stac-edge serve --proxy, stac-edge proxy) and its tests
+[ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing system packages: ${need[*]}"
     if [ "$(id -u)" -ne 0 ]; then

@@ -82,3 +82,7 @@ STREAM_DECODER = H264_DECODE
 # the handshake: this model's config parameter lists the ids (hex, comma-separated) of the table sets the edge holds
 TABLE_SETS_MODEL = STAC_DECODE
 TABLE_SETS_PARAMETER = "table_sets"
+
+# the header every request carries its device's ID in: a proxy in front of several servers keeps each device on one
+# server by it (stac.edge.proxy), so the server holding a device's H.264 stream gets all of its units
+DEVICE_HEADER = "stac-device"

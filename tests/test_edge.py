@@ -429,7 +429,7 @@ def test_a_killed_serve_leaves_no_server_behind(repository):
     try:
         line = _wait_ready(first)
         assert "ready:" in line
-        workdir = Path(line.split("(log ")[1].rstrip(")\n")).parent
+        workdir = Path(line.rsplit(" log ", 1)[1].rstrip(")\n")).parent
         left = f"stac{first.pid}x*"  # the killed serve's shared memory (TritonServer.prefix)
         assert list(Path("/dev/shm").glob(left))
         first.send_signal(signal.SIGKILL)
@@ -445,7 +445,7 @@ def test_a_killed_serve_leaves_no_server_behind(repository):
             assert not list(Path("/dev/shm").glob(left))  # the second start removed it
             second.send_signal(signal.SIGTERM)
             assert second.wait(60) == 0
-            assert not Path(line.split("(log ")[1].rstrip(")\n")).parent.exists()  # the work folder went too
+            assert not Path(line.rsplit(" log ", 1)[1].rstrip(")\n")).parent.exists()  # the work folder went too
         finally:
             if second.poll() is None:
                 second.kill()

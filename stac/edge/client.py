@@ -12,6 +12,7 @@ edge does, to count it, and keeps the mask (the coding is lossless). Both crop i
 from __future__ import annotations
 
 import copy
+import secrets
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -23,12 +24,16 @@ import numpy as np
 from ..codec.bitstream import read_stac
 from ..codec.jpeg import decode_jpeg
 from ..codec.mask import MaskError, decode_mask, encode_mask, fit
-from ..contract import (ANSWER_SIZE, BITSTREAM, BOUND, CODED_MASK, HEAD_GRAPH, IMAGE, NEXT_LEVELS, POSITION, ROUTE_MODELS,
-                        SEGMENT_GRAPH, STREAM_DECODER, TABLE_SETS_MODEL, TABLE_SETS_PARAMETER, Tensor)
+from ..contract import (ANSWER_SIZE, BITSTREAM, BOUND, CODED_MASK, DEVICE_HEADER, HEAD_GRAPH, IMAGE, NEXT_LEVELS,
+                        POSITION, ROUTE_MODELS, SEGMENT_GRAPH, STREAM_DECODER, TABLE_SETS_MODEL, TABLE_SETS_PARAMETER,
+                        Tensor)
 from ..inference import HeadSession, SegmentSession
 from ..tables import TableSet
 from .streams import NEED_IDR, Stream, StreamDecoders
 from .wire import Exchange, response_bytes
+
+
+REFUSED = "refused by the edge's proxy"
 
 
 class EdgeError(RuntimeError):
@@ -38,6 +43,11 @@ class EdgeError(RuntimeError):
     def need_idr(self) -> bool:
         """The edge holds a keyframe stream but not this frame's predecessor: it asks for an IDR."""
         return NEED_IDR in str(self)
+
+    @property
+    def refused(self) -> bool:
+        """A proxy in front of the edge refused the request at once (every server busy or down): no graph ran it."""
+        return REFUSED in str(self)
 
 
 @dataclass
@@ -186,7 +196,9 @@ def _stream(stream: Stream | None) -> Stream:
 class TritonEdge(Edge):
     """url: grpc://host:port or http://host:port."""
 
-    def __init__(self, url: str, timeout: float = 10.0):
+    def __init__(self, url: str, timeout: float = 10.0, device: str | None = None):
+        """``device``: this device's ID, sent with every request (a proxy keeps each device on one server by it;
+        default: drawn here, one per client)."""
         scheme, _, address = url.partition("://")
         if scheme not in ("grpc", "http") or not address:
             raise ValueError(f"edge URL must be grpc://HOST:PORT or http://HOST:PORT, got {url!r}")
@@ -197,6 +209,7 @@ class TritonEdge(Edge):
         self.client_module, self.scheme, self.url, self.timeout = client, scheme, address, timeout
         kwargs = {} if scheme == "grpc" else {"connection_timeout": timeout, "network_timeout": timeout}
         self.client = client.InferenceServerClient(url=address, **kwargs)
+        self.headers = {DEVICE_HEADER: device or secrets.token_hex(8)}
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -247,7 +260,7 @@ class TritonEdge(Edge):
         request = exchange(data, kind, bound, stream, levels, size, answer)
         inputs = [self._input(tensor, value) for tensor, value in request.inputs]
         outputs = [self.client_module.InferRequestedOutput(tensor.name) for tensor in request.outputs]
-        extra = self._timeout()
+        extra = {**self._timeout(), "headers": self.headers}
         if request.stream is not None:
             extra.update(sequence_id=request.stream.id, sequence_start=request.stream.start)
         return request, inputs, outputs, extra
@@ -276,7 +289,7 @@ class TritonEdge(Edge):
         inputs = [self._input(BITSTREAM, np.array([b""], dtype=object)),
                   self._input(POSITION, np.array([stream.position], np.int64))]
         self._infer(STREAM_DECODER, inputs, [self.client_module.InferRequestedOutput(IMAGE.name)],
-                    {**self._timeout(), "sequence_id": stream.id, "sequence_end": True})
+                    {**self._timeout(), "headers": self.headers, "sequence_id": stream.id, "sequence_end": True})
 
     def _input(self, tensor: Tensor, value: np.ndarray):
         """The request's ``tensor`` (tritonclient spells the STRING type BYTES)."""
@@ -300,7 +313,12 @@ class TritonEdge(Edge):
 
 
 def _edge_error(model: str, error: Exception) -> EdgeError:
-    return EdgeError(f"{model}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    # the proxy's 503: tritonclient's HTTP exception carries the status, gRPC's names it in its message
+    status = error.status() if callable(getattr(error, "status", None)) else None
+    if status == "503" or "status: 503" in text:
+        return EdgeError(f"{model}: {REFUSED}: {text}")
+    return EdgeError(f"{model}: {text}")
 
 
 def check_table_set(edge: Edge, tables: TableSet) -> None:

@@ -56,7 +56,7 @@ RESTRICTED = ("shared-memory", "model-repository", "trace", "logging")  # Triton
 ADMIN_HEADER = "stac-admin-key"
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: SIGKILL when the parent dies (prctl; a no-op where there is none)."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -95,7 +95,23 @@ def _alive(pid: int) -> bool:
     return True
 
 
-class TritonServer:
+class Endpoint:
+    """What devices connect to (a server, a proxy): ``address``, with gRPC on ``grpc_port`` and HTTP on
+    ``http_port``."""
+    address: str
+    grpc_port: int
+    http_port: int
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.address}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.address}:{self.http_port}"
+
+
+class TritonServer(Endpoint):
     def __init__(self, repo: str | Path, *, address: str = "127.0.0.1", http_port: int | None = None,
                  grpc_port: int | None = None, metrics_port: int | None = None, ready_timeout: float = 120.0,
                  log_path: str | Path | None = None, exit_on_error: bool = True, admin_api: bool = False,
@@ -133,14 +149,6 @@ class TritonServer:
         if not self.admin_key:
             return {}
         return {("triton-grpc-protocol-" if scheme == "grpc" else "") + ADMIN_HEADER: self.admin_key}
-
-    @property
-    def http_url(self) -> str:
-        return f"{self.address}:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"{self.address}:{self.grpc_port}"
 
     def _backends(self, root: Path) -> Path:
         python = self.workdir / "backends" / "python"
@@ -180,7 +188,7 @@ class TritonServer:
         # lives as long as the process
         main = threading.current_thread() is threading.main_thread()
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env,
-                                        start_new_session=True, preexec_fn=_die_with_parent if main else None)
+                                        start_new_session=True, preexec_fn=die_with_parent if main else None)
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -189,6 +197,22 @@ class TritonServer:
                 return self
             time.sleep(0.25)
         self._fail(f"tritonserver not ready after {self.ready_timeout:g} s")
+
+    def again(self) -> "TritonServer":
+        """A server like this one, on its ports, to start once this one has stopped."""
+        return TritonServer(self.repo, address=self.address, http_port=self.http_port, grpc_port=self.grpc_port,
+                            metrics_port=self.metrics_port, ready_timeout=self.ready_timeout,
+                            exit_on_error=self.exit_on_error, admin_api=self.admin_key is None,
+                            trace_path=self.trace_path)
+
+    def describe(self) -> str:
+        return f"pid {self.process.pid if self.process else '-'}, metrics :{self.metrics_port}, log {self.log_path}"
+
+    def watch(self) -> list[str]:
+        """What happened since the last call, for a supervisor's log; ServerError once the server has died."""
+        if self.process is not None and self.process.poll() is not None:
+            raise ServerError(f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}")
+        return []
 
     def _fail(self, what: str) -> NoReturn:
         tail = self.log_tail()  # before stop() removes the work folder
@@ -219,13 +243,13 @@ class TritonServer:
         return (f"tritonserver {run}; /dev/shm {shm.used / 2 ** 20:.0f} of {shm.total / 2 ** 20:.0f} MB used, "
                 f"{ours / 2 ** 20:.0f} MB of it this server's")
 
-    def log_tail(self, lines: int = 40) -> str:
-        """The log's error lines (Triton prefixes them with E), then its last lines."""
+    def log_tail(self, lines: int = 40, errors: bool = True) -> str:
+        """The log's error lines (Triton prefixes them with E) unless not ``errors``, then its last lines."""
         try:
             text = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return "(no log)"
-        errors = [line for line in text[:-lines] if line.startswith("E")]
+        errors = [line for line in text[:-lines] if errors and line.startswith("E")]
         return "\n".join(errors + text[-lines:])
 
     def stop(self, timeout: float = 15.0) -> None:

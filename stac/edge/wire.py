@@ -6,7 +6,9 @@ answer a ModelInferResponse, each message behind gRPC's 5-byte length prefix. ``
 sends and asks for; ``request_bytes`` and ``response_bytes`` build the messages as tritonclient and Triton do and
 size them with protobuf, so the in-process edge of the evaluation counts exactly what a Triton edge carries (tested
 against the real server's messages). Not counted: HTTP/2 frame headers (9 bytes per frame, two to four frames a
-message) and TCP/IP headers (40-52 bytes a packet); over HTTP the protocol's JSON header replaces the protobuf one.
+message), the header blocks (HPACK: the device's ID header, ``stac.contract.DEVICE_HEADER``, costs about 30 bytes
+once per connection and one byte a request after that) and TCP/IP headers (40-52 bytes a packet); over HTTP the
+protocol's JSON header replaces the protobuf one.
 """
 from __future__ import annotations
 
