@@ -21,13 +21,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from ..contract import DEVICE_HEADER
-from .server import Endpoint, ServerError, TritonServer, check_port, die_with_parent, free_port
+from .server import Endpoint, ServerError, TritonServer, check_port, free_port, spawn
 
 
 @dataclass(frozen=True)
@@ -113,20 +113,20 @@ class Proxy(Endpoint):
         for port in (self.grpc_port, self.http_port):
             check_port(self.address, port)
         self.log = open(self.log_path, "wb")
-        main = threading.current_thread() is threading.main_thread()  # see TritonServer.start
-        self.process = subprocess.Popen([self.binary, "-db", "-f", str(self.config_path)], stdout=self.log,
-                                        stderr=subprocess.STDOUT, start_new_session=True,
-                                        preexec_fn=die_with_parent if main else None)
+        self.process = spawn([self.binary, "-db", "-f", str(self.config_path)], self.log)
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                self.stop()
-                raise ServerError(f"haproxy exited with {self.process.returncode}:\n{self.log_text()}")
+                self._fail(f"haproxy exited with {self.process.returncode}")
             if self.ready():
                 return self
             time.sleep(0.1)
+        self._fail(f"haproxy not ready after {self.ready_timeout:g} s")
+
+    def _fail(self, what: str) -> NoReturn:
+        log = self.log_text()  # before stop() removes the work folder
         self.stop()
-        raise ServerError(f"haproxy not ready after {self.ready_timeout:g} s:\n{self.log_text()}")
+        raise ServerError(f"{what}:\n{log}")
 
     def ready(self) -> bool:
         """haproxy listens (its servers may come up later: it sends them requests once their checks pass)."""
@@ -183,7 +183,6 @@ class Deployment(Endpoint):
         self.servers = [TritonServer(repo, ready_timeout=ready_timeout, admin_api=admin_api) for _ in range(count)]
         self.proxy = Proxy(self.servers, address=address, grpc_port=grpc_port, http_port=http_port, limits=limits)
         self.address, self.grpc_port, self.http_port = address, self.proxy.grpc_port, self.proxy.http_port
-
 
     def start(self) -> "Deployment":
         try:

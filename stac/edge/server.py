@@ -56,12 +56,21 @@ RESTRICTED = ("shared-memory", "model-repository", "trace", "logging")  # Triton
 ADMIN_HEADER = "stac-admin-key"
 
 
-def die_with_parent() -> None:
+def _die_with_parent() -> None:
     """In the child before exec: SIGKILL when the parent dies (prctl; a no-op where there is none)."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
+
+
+def spawn(command: list[str], log, env: dict | None = None) -> subprocess.Popen:
+    """``command`` in its own process group, its output to ``log``, killed when this process dies: the parent-death
+    signal fires when the *thread* that started the child ends, so it is asked for only from the main thread (the
+    one that lives as long as the process)."""
+    main = threading.current_thread() is threading.main_thread()
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                            preexec_fn=_die_with_parent if main else None)
 
 
 def check_port(address: str, port: int) -> None:
@@ -184,11 +193,7 @@ class TritonServer(Endpoint):
             check_port(self.address, port)
         remove_orphaned_memory()
         self.log = open(self.log_path, "wb")
-        # the parent-death signal fires when the *thread* that started the child ends: only the main thread
-        # lives as long as the process
-        main = threading.current_thread() is threading.main_thread()
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env,
-                                        start_new_session=True, preexec_fn=die_with_parent if main else None)
+        self.process = spawn(command, self.log, env)
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -249,8 +254,8 @@ class TritonServer(Endpoint):
             text = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return "(no log)"
-        errors = [line for line in text[:-lines] if errors and line.startswith("E")]
-        return "\n".join(errors + text[-lines:])
+        flagged = [line for line in text[:-lines] if errors and line.startswith("E")]
+        return "\n".join(flagged + text[-lines:])
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM, then SIGKILL to the whole process group; then our own shared memory is removed."""
