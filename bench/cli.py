@@ -247,10 +247,11 @@ def edge(url, onnx_dir, tables, size, requests, device_counts) -> None:
 @click.option("--seconds", type=float, default=10.0, show_default=True, help="with --capacity: per trial")
 @click.option("--most", type=int, default=64, show_default=True, help="with --capacity: devices tried at most")
 @click.option("--pid", type=int, help="with --capacity: the server's process id, for its CPU time per device")
+@click.option("--sweep", is_flag=True, help="with --capacity: one trial at each --devices count instead of the search")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True),
               help="with --capacity: write every trial's row here")
 def load(url, tables, devices_spec, requests, sizes, timeout, capacity, routes, clip, max_frames, deadline, seconds,
-         most, pid, json_path) -> None:
+         most, pid, sweep, json_path) -> None:
     """Many devices at once: STAC keyframe latency (p50/p95/p99 per size), throughput and errors through URL; with
     --capacity, how many devices of each route the edge holds within a deadline, and what it does at twice that."""
     from stac.edge.client import TritonEdge
@@ -258,13 +259,15 @@ def load(url, tables, devices_spec, requests, sizes, timeout, capacity, routes, 
     from .edge_bench import format_load
     from .edge_bench import load as run_load
 
-    if capacity:
-        _capacity(url, tables, routes, clip, max_frames, deadline, seconds, most, pid, json_path)
-        return
     with cli_errors(EdgeError):
         counts = [int(v) for v in devices_spec.split(",") if v.strip()]
         if not counts or min(counts) < 1 or requests < 1:
             raise ValueError("--devices and --requests must be at least 1")
+    if capacity:
+        _capacity(url, tables, routes, clip, max_frames, deadline, seconds, most, pid, json_path,
+                  counts if sweep else None)
+        return
+    with cli_errors(EdgeError):
         _check_edge_holds(url, tables, timeout)
         keyframes = {}
         for spec in sizes.split(","):
@@ -276,7 +279,7 @@ def load(url, tables, devices_spec, requests, sizes, timeout, capacity, routes, 
     click.echo(format_load(results))
 
 
-def _capacity(url, tables, routes, clip, max_frames, deadline, seconds, most, pid, json_path) -> None:
+def _capacity(url, tables, routes, clip, max_frames, deadline, seconds, most, pid, json_path, sweep=None) -> None:
     from .capacity import ROUTES, capacity, record, replay
 
     with cli_errors(EdgeError):
@@ -293,16 +296,21 @@ def _capacity(url, tables, routes, clip, max_frames, deadline, seconds, most, pi
         p95 = "-" if row["p95_ms"] is None else f"{row['p95_ms']:.0f}"
         cpu = "-" if row["edge_cpu_per_device"] is None else f"{row['edge_cpu_per_device']:.3f}"
         refused = "-" if row["refusal_p95_ms"] is None else f"{row['refusal_p95_ms']:.0f}"
+        batch = "-" if row["segment_batch"] is None else f"{row['segment_batch']:.2f}"
         click.echo(f"{row['route']:17} {row['devices']:7d} {p95:>7} {row['answered']:8d} {row['failed']:6d} "
-                   f"{row['refused']:7d} {refused:>9} {row['skipped']:7d} {cpu:>8} {label}")
+                   f"{row['refused']:7d} {refused:>9} {row['skipped']:7d} {cpu:>8} {batch:>5} {label}")
 
     click.echo(f"{'route':17} {'devices':>7} {'p95 ms':>7} {'answered':>8} {'failed':>6} {'refused':>7} "
-               f"{'refuse ms':>9} {'skipped':>7} {'cpu/dev':>8}")
+               f"{'refuse ms':>9} {'skipped':>7} {'cpu/dev':>8} {'batch':>5}")
     for route in routes or ROUTES:
         with cli_errors(EdgeError):
             recording = record(url, tables, clip, route, max_frames)
         click.echo(f"{route}: {len(recording.requests)} requests in {recording.seconds:.1f} s of {clip} "
                    f"({len(recording.requests) / recording.seconds:.1f}/s, {recording.kbps:.0f} Kbps)")
+        if sweep:
+            for n in sweep:
+                show(replay(url, recording, n, seconds, pid), "sweep")
+            continue
         held, _ = capacity(url, recording, deadline, seconds, pid, most, tick=show)
         click.echo(f"{route}: {held} devices within p95 {deadline:g} ms")
         rows.append({"route": route, "trial": "capacity", "devices": held, "deadline_ms": deadline,

@@ -65,9 +65,8 @@ def format_timings(remote: list[EdgeTiming], local: list[EdgeTiming]) -> str:
     return "\n".join(lines)
 
 
-def model_times(url: str) -> dict[str, float]:
-    """The server's own milliseconds per request in each model that served any (Triton's statistics: input, compute
-    and output, averaged since the server started): where an answer's time goes, decoding, the graphs, coding it."""
+def _statistics(url: str) -> list[dict]:
+    """Triton's statistics of every model, since the server started."""
     from stac.edge.client import TritonEdge
 
     edge = TritonEdge(url)
@@ -75,14 +74,29 @@ def model_times(url: str) -> dict[str, float]:
         stats = edge.client.get_inference_statistics(**({"as_json": True} if edge.scheme == "grpc" else {}))
     finally:
         edge.close()
+    return stats.get("model_stats", [])
+
+
+def model_times(url: str) -> dict[str, float]:
+    """The server's own milliseconds per request in each model that served any (Triton's statistics: input, compute
+    and output, averaged since the server started): where an answer's time goes, decoding, the graphs, coding it."""
     times = {}
-    for model in stats.get("model_stats", []):
+    for model in _statistics(url):
         phases = [model.get("inference_stats", {}).get(k, {}) for k in ("compute_input", "compute_infer",
                                                                        "compute_output")]
         count = int(phases[1].get("count", 0))
         if count:
             times[model["name"]] = sum(int(p.get("ns", 0)) for p in phases) / count / 1e6
     return times
+
+
+def runs(url: str, model: str) -> tuple[int, int]:
+    """(requests, executions) of ``model`` since the server started: more requests than executions when Triton's
+    dynamic batcher ran several at once."""
+    for stats in _statistics(url):
+        if stats["name"] == model:
+            return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+    raise ValueError(f"the edge has no model {model!r}")
 
 
 @dataclass

@@ -16,7 +16,8 @@ from calibration.calibrate import DEFAULT_SIZE, DEFAULT_SOURCES, calibrate_defau
 from calibration.report import write as write_calibration
 from calibration.search import CalibrationError
 from stac.commands import cli_errors, tables_option
-from stac.edge.repository import BACKENDS, EDGE_MAX_BYTES, EDGE_MAX_PIXELS, EDGE_MAX_SIDE, write_repository
+from stac.edge.repository import (BACKENDS, DEFAULT_BATCH, DEFAULT_BATCH_WAIT_US, EDGE_MAX_BYTES, EDGE_MAX_PIXELS,
+                                  EDGE_MAX_SIDE, write_repository)
 from stac.models import MODELS, WeightsError
 from stac.models.to_onnx import ExportError, export_model, validate
 from stac.video import parse_size
@@ -43,8 +44,12 @@ from stac.video import parse_size
               help="largest request BITSTREAM the edge accepts")
 @click.option("--instances", type=int, default=1, show_default=True,
               help="instances of every stateless model: requests of several devices served side by side")
+@click.option("--batch", type=int, default=DEFAULT_BATCH, show_default=True,
+              help="most same-size frames of different devices the segment graph runs at once (1: no batching)")
+@click.option("--batch-wait-us", type=int, default=DEFAULT_BATCH_WAIT_US, show_default=True,
+              help="with --batch > 1: how long a frame waits for others to batch with")
 def main(model_name, weights, backend, tables, size, cpu, onnx_only, out, max_pixels, max_side, max_bytes,
-         instances) -> None:
+         instances, batch, batch_wait_us) -> None:
     with cli_errors(WeightsError, ExportError, CalibrationError):
         onnx_dir = out if onnx_only else out.with_name(out.name + "_onnx")
         paths = export_model(model_name, onnx_dir, weights)
@@ -64,7 +69,7 @@ def main(model_name, weights, backend, tables, size, cpu, onnx_only, out, max_pi
             out.mkdir(parents=True, exist_ok=True)
             tables.save(out / "tables.json")  # clients code keyframes with what the edge holds
         write_repository(out, onnx_dir, tables, backend, max_pixels, gpu=not cpu, max_bytes=max_bytes,
-                         instances=instances, max_side=max_side)
+                         instances=instances, max_side=max_side, batch=batch, batch_wait_us=batch_wait_us)
     click.echo(f"model repository ({backend} backend): {out}")
 
 

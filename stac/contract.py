@@ -26,8 +26,12 @@ POSITION = Tensor("POSITION", "INT64", (1,))  # an H.264 unit's place in its dev
 COEFFS = Tensor("COEFFS", "INT16", (3, -1, -1, 64))  # quantized, [Y/Cb/Cr, Hb, Wb, 8x8 in natural order]
 LEVELS = Tensor("LEVELS", "UINT8", (-1, -1))  # [Rh, Rw]: each region's table level
 TABLES = Tensor("TABLES", "FP32", (-1, 3, 64))  # [L, Y/Cb/Cr, 8x8]: the table set's quantizer steps
-IMAGE = Tensor("IMAGE", "UINT8", (-1, -1, 3))  # RGB
-MASK = Tensor("MASK", "UINT8", (-1, -1))  # class ids
+# Frames and masks between the edge's models are batches: [N, H, W, 3] RGB and [N, H, W] class ids. A decoder gives
+# one frame and the head one mask; the segment graph takes N same-size frames, which Triton's dynamic batcher may
+# gather from several devices (stac.edge.repository).
+MAX_BATCH = 64  # frames in one run of the segment graph, at most (its batch dimension's bound at export)
+IMAGE = Tensor("IMAGE", "UINT8", (-1, -1, -1, 3))
+MASK = Tensor("MASK", "UINT8", (-1, -1, -1))
 CODED_MASK = Tensor("CODED_MASK", "STRING", (1,))  # MASK coded losslessly (stac.codec.mask): what a device receives
 # (H, W, h, w): MASK cropped to the frame's H x W and given at h x w, the size the device uses it at
 ANSWER_SIZE = Tensor("ANSWER_SIZE", "INT32", (4,), optional=True)

@@ -82,7 +82,7 @@ def instance_threads(config: dict, cores: int) -> int | None:
 
 @dataclass
 class HeadResult:
-    padded_mask: np.ndarray  # uint8 [8Hb, 8Wb] class ids, as the graph gives them (the edge answers this)
+    padded_mask: np.ndarray  # uint8 [8Hb, 8Wb] class ids, the graph's one mask (the edge answers this)
     next_levels: np.ndarray  # uint8 [Rh, Rw]
     region_cost: np.ndarray  # float32 [Rh, Rw, L]
     grad: np.ndarray  # float32 [3, Hb, Wb, 64]
@@ -106,7 +106,7 @@ class HeadSession:
         mask, next_levels, cost, grad, loss = self.session.run(None, {
             COEFFS.name: frame.coeffs, LEVELS.name: frame.levels, TABLES.name: tables.steps,
             BOUND.name: np.array([check_bound(tables.bound if bound is None else bound)], dtype=np.float32)})
-        return HeadResult(mask, next_levels, cost, grad, float(loss[0]), frame.height, frame.width)
+        return HeadResult(mask[0], next_levels, cost, grad, float(loss[0]), frame.height, frame.width)
 
 
 class SegmentSession:
@@ -122,5 +122,5 @@ class SegmentSession:
         multiple, as the edge's ensembles answer)."""
         h, w = image.shape[:2]
         padded = np.ascontiguousarray(pad_to_multiple(image, self.size_multiple))
-        mask = self.session.run(None, {IMAGE.name: padded})[0]
+        mask = self.session.run(None, {IMAGE.name: padded[None]})[0][0]
         return mask[:h, :w] if crop else mask

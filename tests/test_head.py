@@ -50,7 +50,7 @@ def _eager_mask(model, frame: StacFrame, tables) -> np.ndarray:
     head = StacHead(AutogradDecoded(Decoded(model)), model, DEFAULT_REGION_BLOCKS)
     with torch.no_grad():
         return head(torch.from_numpy(frame.coeffs), torch.from_numpy(frame.levels),
-                    torch.from_numpy(tables.steps), torch.tensor([tables.bound]))[0].numpy()
+                    torch.from_numpy(tables.steps), torch.tensor([tables.bound]))[0][0].numpy()
 
 
 def _rel(a, b) -> float:
@@ -169,6 +169,14 @@ def test_segment_graph_equals_torch_model(exported, selfie_model, carphone_frame
         assert mask.shape == image.shape[:2]
         np.testing.assert_array_equal(mask, expected.numpy())
     assert 0.2 < np.mean(session.run(carphone_frames[0]) == 1) < 0.6  # the person, found
+    _batch_equals_each_alone(session, bikes_frames[:3])
+
+
+def _batch_equals_each_alone(session: SegmentSession, frames) -> None:
+    """The graph on a batch of same-size frames (as the edge's dynamic batcher runs it) gives each frame's mask."""
+    batch = session.session.run(None, {"IMAGE": np.stack(frames)})[0]
+    assert batch.shape == (len(frames), *frames[0].shape[:2])
+    np.testing.assert_array_equal(batch, np.stack([session.run(frame) for frame in frames]))
 
 
 @pytest.mark.parametrize("name", ["drn_d_22", "bisenet_v1"])
@@ -190,8 +198,10 @@ def test_cityscapes_model_head_exports_and_agrees_with_torch(name, tmp_path, bik
     loss64, grad64 = _reference64(model, frame, default_tables)
     assert _rel(out.grad, grad64) <= 1e-2
     np.testing.assert_array_equal(out.mask, _eager_mask(model, frame, default_tables))
-    segment = SegmentSession(tmp_path / "segment.onnx").run(image)
-    assert segment.shape == image.shape[:2] and segment.max() < 19
+    segment = SegmentSession(tmp_path / "segment.onnx")
+    mask = segment.run(image)
+    assert mask.shape == image.shape[:2] and mask.max() < 19
+    _batch_equals_each_alone(segment, [image, image[::-1].copy()])
 
 
 def test_export_cli(tmp_path):

@@ -50,6 +50,10 @@ def _bitstream(request, max_bytes: int) -> bytes:
     return data
 
 
+def _response(outputs: dict[str, np.ndarray]):
+    return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(name, value) for name, value in outputs.items()])
+
+
 def _serve(requests, handle):
     """One response per request: its outputs, or an error that fails only that request. Bad input (ValueError:
     BitstreamError, TableSetError, undecodable or oversized images, wrong sizes) is INVALID_ARGUMENT (HTTP 400)
@@ -58,9 +62,7 @@ def _serve(requests, handle):
     responses = []
     for request in requests:
         try:
-            outputs = handle(request)
-            responses.append(pb_utils.InferenceResponse(
-                output_tensors=[pb_utils.Tensor(name, value) for name, value in outputs.items()]))
+            responses.append(_response(handle(request)))
         except ValueError as e:
             responses.append(pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG)))
@@ -100,7 +102,7 @@ class StacDecode:
 
 
 class JpegDecode:
-    """BITSTREAM (a baseline JPEG) -> IMAGE uint8 [H', W', 3], edge-padded to the segment graph's multiple."""
+    """BITSTREAM (a baseline JPEG) -> IMAGE uint8 [1, H', W', 3], edge-padded to the segment graph's multiple."""
 
     def initialize(self, args):
         self.multiple = int(_parameter(args, "size_multiple"))
@@ -108,7 +110,7 @@ class JpegDecode:
 
     def _image(self, image: np.ndarray) -> dict:
         check_size("image", *image.shape[:2], self.max_pixels, self.max_side)
-        return {IMAGE.name: pad_to_multiple(image, self.multiple)}
+        return {IMAGE.name: pad_to_multiple(image, self.multiple)[None]}
 
     def _handle(self, request):
         return self._image(decode_jpeg(_bitstream(request, self.max_bytes), self.max_pixels, self.max_side))
@@ -136,7 +138,7 @@ class H264Decode(JpegDecode):
         ending = request.flags() & pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END
         if ending and not data:  # the device closed its stream: nothing to decode, an empty IMAGE
             self.streams.end(stream)
-            return {IMAGE.name: np.zeros((0, 0, 3), np.uint8)}
+            return {IMAGE.name: np.zeros((1, 0, 0, 3), np.uint8)}
         outputs = self._image(self.streams.decode(stream, int(position[0]), data, self.max_pixels, self.max_side))
         if ending:
             self.streams.end(stream)
@@ -144,14 +146,17 @@ class H264Decode(JpegDecode):
 
 
 class MaskEncode:
-    """MASK uint8 [H', W'], optional ANSWER_SIZE INT32 [4] -> CODED_MASK (BYTES [1]): the answer as it crosses the
-    network, a few hundred bytes."""
+    """MASK uint8 [1, H', W'], optional ANSWER_SIZE INT32 [4] -> CODED_MASK (BYTES [1]): the answer as it crosses
+    the network, a few hundred bytes."""
 
     def initialize(self, args):
         pass
 
     def _handle(self, request):
-        mask = pb_utils.get_input_tensor_by_name(request, MASK.name).as_numpy()
+        masks = pb_utils.get_input_tensor_by_name(request, MASK.name).as_numpy()
+        if masks.shape[0] != 1:
+            raise ValueError(f"MASK must hold one mask, got {masks.shape[0]}")
+        mask = masks[0]
         size = pb_utils.get_input_tensor_by_name(request, ANSWER_SIZE.name)
         if size is not None:
             values = size.as_numpy().reshape(-1)
@@ -166,7 +171,9 @@ class MaskEncode:
 
 class OnnxModel:
     """Runs the model directory's model.onnx in onnxruntime (the pip-installed Triton has no onnxruntime
-    backend); inputs and outputs are the config's."""
+    backend); inputs and outputs are the config's. A batching model (max_batch_size > 0) runs the requests Triton's
+    dynamic batcher hands it together, one graph run for each group of the same input shapes, as the native
+    backend would."""
 
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -174,10 +181,35 @@ class OnnxModel:
                                spin=False)
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
+        self.batching = int(config.get("max_batch_size", 0)) > 0
+
+    def _feed(self, request) -> dict[str, np.ndarray]:
+        return {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.inputs}
 
     def _handle(self, request):
-        feed = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.inputs}
-        return dict(zip(self.outputs, self.session.run(self.outputs, feed)))
+        return dict(zip(self.outputs, self.session.run(self.outputs, self._feed(request))))
 
     def execute(self, requests):
-        return _serve(requests, self._handle)
+        if not self.batching or len(requests) == 1:
+            return _serve(requests, self._handle)
+        feeds = [self._feed(request) for request in requests]
+        groups: dict[tuple, list[int]] = {}
+        for i, feed in enumerate(feeds):
+            groups.setdefault(tuple(value.shape for value in feed.values()), []).append(i)
+        responses = [None] * len(requests)
+        for members in groups.values():
+            for i, response in zip(members, self._batch([requests[i] for i in members], [feeds[i] for i in members])):
+                responses[i] = response
+        return responses
+
+    def _batch(self, requests, feeds):
+        """One graph run for same-shape requests, its outputs split back by each request's batch; if the run
+        fails, each request is run alone, so a bad one fails only itself."""
+        try:
+            outputs = self.session.run(self.outputs, {name: np.concatenate([feed[name] for feed in feeds])
+                                                      for name in self.inputs})
+        except Exception:
+            return _serve(requests, self._handle)
+        ends = np.cumsum([len(feed[self.inputs[0]]) for feed in feeds])[:-1]
+        parts = [np.split(output, ends) for output in outputs]
+        return [_response({name: part[i] for name, part in zip(self.outputs, parts)}) for i in range(len(requests))]

@@ -25,8 +25,8 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from ..codec.bitstream import DEFAULT_MAX_PIXELS
 from ..contract import (ANSWER_SIZE, CODED_MASK, H264_DECODE, H264_SEGMENT, HEAD_GRAPH, JPEG_DECODE, JPEG_SEGMENT, MASK,
-                        MASK_ENCODE, MODEL_INFO, MODELS, NEXT_LEVELS, SEGMENT_GRAPH, SEGMENT_MODEL, SIGNATURES, STAC,
-                        STAC_DECODE, STAC_HEAD, TABLE_SETS_PARAMETER, Signature)
+                        MASK_ENCODE, MAX_BATCH, MODEL_INFO, MODELS, NEXT_LEVELS, SEGMENT_GRAPH, SEGMENT_MODEL,
+                        SIGNATURES, STAC, STAC_DECODE, STAC_HEAD, TABLE_SETS_PARAMETER, Signature)
 from ..inference import model_info
 from ..tables import TableSet
 from .streams import MAX_STREAMS, STREAM_IDLE_S
@@ -43,28 +43,40 @@ GRAPHS = {STAC_HEAD: HEAD_GRAPH, SEGMENT_MODEL: SEGMENT_GRAPH}
 EDGE_MAX_PIXELS = 2048 * 2048
 EDGE_MAX_SIDE = 2048
 EDGE_MAX_BYTES = 16 * 2 ** 20
+# The segment graph's dynamic batching: up to 8 same-size frames a run, gathered only from requests already waiting
+# (no wait: an idle edge answers as without batching). Chosen on bikes with `stac-bench load --capacity --sweep`
+# against none, 4 and a 5 ms wait: the segment routes answered 25-41% more keyframes per second at 6-8 devices
+# (docs/edge.md).
+DEFAULT_BATCH = 8
+DEFAULT_BATCH_WAIT_US = 0
 # Device streams: Triton routes each sequence's requests in order to the one instance holding its decoder. The
 # "oldest" strategy serves many sequences on one instance (the default "direct" one gives a max_batch_size 0
 # model a single sequence slot, so a second device would wait for the first to go idle). Its slot is released after
 # as long idle as the decoder (STREAM_IDLE_S).
 
 
-def _config(name: str, signature: Signature, **fields) -> pb.ModelConfig:
-    """A config message with ``signature``'s tensors, no batching (every request is one frame)."""
-    config = pb.ModelConfig(name=name, max_batch_size=0, **fields)
+def _config(name: str, signature: Signature, batch: int = 0, **fields) -> pb.ModelConfig:
+    """A config message with ``signature``'s tensors; ``batch`` > 0: the first dimension of every tensor is the
+    batch, of at most ``batch`` (Triton then leaves it out of the dims)."""
+    config = pb.ModelConfig(name=name, max_batch_size=batch, **fields)
     for tensor in signature.inputs:
-        config.input.add(name=tensor.name, data_type=pb.DataType.Value(f"TYPE_{tensor.dtype}"), dims=tensor.dims,
-                         optional=tensor.optional)
+        config.input.add(name=tensor.name, data_type=pb.DataType.Value(f"TYPE_{tensor.dtype}"),
+                         dims=tensor.dims[1:] if batch else tensor.dims, optional=tensor.optional)
     for tensor in signature.outputs:
-        config.output.add(name=tensor.name, data_type=pb.DataType.Value(f"TYPE_{tensor.dtype}"), dims=tensor.dims)
+        config.output.add(name=tensor.name, data_type=pb.DataType.Value(f"TYPE_{tensor.dtype}"),
+                          dims=tensor.dims[1:] if batch else tensor.dims)
     return config
 
 
 def model_config(name: str, backend: str, *, kind: str = "KIND_CPU", count: int = 1,
-                 params: dict[str, str] | None = None, sequences: bool = False) -> pb.ModelConfig:
+                 params: dict[str, str] | None = None, sequences: bool = False, batch: int = 1,
+                 batch_wait_us: int = 0) -> pb.ModelConfig:
     """Model ``name`` (its signature from the contract) on ``backend``, ``count`` instances of ``kind``;
-    ``sequences``: a stateful model, one sequence per device stream."""
-    config = _config(name, SIGNATURES[name], backend=backend)
+    ``sequences``: a stateful model, one sequence per device stream; ``batch`` > 1: Triton's dynamic batcher gathers
+    up to that many same-shape requests into one run, waiting up to ``batch_wait_us`` for more."""
+    config = _config(name, SIGNATURES[name], batch if batch > 1 else 0, backend=backend)
+    if batch > 1:
+        config.dynamic_batching.max_queue_delay_microseconds = batch_wait_us
     config.instance_group.add(kind=pb.ModelInstanceGroup.Kind.Value(kind), count=count)
     for key, value in (params or {}).items():
         config.parameters[key].string_value = value
@@ -106,20 +118,23 @@ def _adapter(name: str) -> bytes:
 
 def write_repository(repo: str | Path, onnx_dir: str | Path, tables: TableSet, backend: str = "python",
                      max_pixels: int = EDGE_MAX_PIXELS, gpu: bool = True, max_bytes: int = EDGE_MAX_BYTES,
-                     instances: int = 1, max_side: int = EDGE_MAX_SIDE) -> Path:
+                     instances: int = 1, max_side: int = EDGE_MAX_SIDE, batch: int = DEFAULT_BATCH,
+                     batch_wait_us: int = DEFAULT_BATCH_WAIT_US) -> Path:
     """Write (or overwrite) the models (MODELS) into ``repo``; returns it. The decode models refuse requests over
     ``max_bytes`` and frames over ``max_pixels`` or ``max_side`` before any work. Every stateless model runs
     ``instances`` instances, so requests of several devices are served side by side (h264_decode keeps one: each
-    stream's decoder lives in it)."""
+    stream's decoder lives in it). ``batch`` > 1: the segment graph runs up to that many same-size frames of
+    different devices at once (``model_config``)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     repo, onnx_dir = Path(repo), Path(onnx_dir)
     info = model_info(onnx_dir)
     for stale in MODELS:
         shutil.rmtree(repo / stale, ignore_errors=True)
-    if not 0 < max_pixels <= DEFAULT_MAX_PIXELS or max_side < 1 or max_bytes <= 0 or instances < 1:
-        raise ValueError(f"max_pixels must be 1..{DEFAULT_MAX_PIXELS}, max_side and max_bytes positive and "
-                         f"instances at least 1")
+    if not 0 < max_pixels <= DEFAULT_MAX_PIXELS or max_side < 1 or max_bytes <= 0 or instances < 1 \
+            or not 1 <= batch <= MAX_BATCH or batch_wait_us < 0:
+        raise ValueError(f"max_pixels must be 1..{DEFAULT_MAX_PIXELS}, max_side and max_bytes positive, instances "
+                         f"at least 1, batch 1..{MAX_BATCH} and batch_wait_us not negative")
     limits = {"max_pixels": str(max_pixels), "max_side": str(max_side), "max_bytes": str(max_bytes)}
     _write(repo, model_config(STAC_DECODE, "python", count=instances, params={
         "tables": "tables.json", TABLE_SETS_PARAMETER: tables.id.hex(), **limits}),
@@ -131,11 +146,13 @@ def write_repository(repo: str | Path, onnx_dir: str | Path, tables: TableSet, b
            {"model.py": _adapter(H264_DECODE)})
     for name, graph in GRAPHS.items():
         files: dict[str, bytes | Path] = {"model.onnx": onnx_dir / graph}
+        batching = {"batch": batch, "batch_wait_us": batch_wait_us} if name == SEGMENT_MODEL else {}
         if backend == "python":
             files["model.py"] = _adapter(name)
-            config = model_config(name, "python", count=instances)
+            config = model_config(name, "python", count=instances, **batching)
         else:
-            config = model_config(name, "onnxruntime", kind="KIND_GPU" if gpu else "KIND_CPU", count=instances)
+            config = model_config(name, "onnxruntime", kind="KIND_GPU" if gpu else "KIND_CPU", count=instances,
+                                  **batching)
         _write(repo, config, files)
     _write(repo, model_config(MASK_ENCODE, "python", count=instances), {"model.py": _adapter(MASK_ENCODE)})
     # an ensemble's own tensors keep their names; those between its steps are spelled in lower case. Every

@@ -74,13 +74,13 @@ def fake_label_loss(logits: torch.Tensor) -> torch.Tensor:
 
 
 def full_resolution_mask(logits: torch.Tensor, height, width, resize: bool) -> torch.Tensor:
-    """logits [1, K, h, w] -> class ids uint8 [height, width] (bilinear logits, then argmax).
+    """logits [N, K, h, w] -> class ids uint8 [N, height, width] (bilinear logits, then argmax).
 
     ``resize`` is static (the model's ``full_resolution``): comparing symbolic sizes would pin them.
     """
     if resize:
         logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-    return logits.argmax(dim=1).reshape(height, width).to(torch.uint8)  # not logits[0]: ONNX copies a selection
+    return logits.argmax(dim=1).to(torch.uint8)
 
 
 class Decoded(torch.nn.Module):
@@ -130,8 +130,8 @@ def select_levels(cost: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
 
 class StacHead(torch.nn.Module):
     """(COEFFS int16 [3, Hb, Wb, 64], LEVELS uint8 [Rh, Rw], TABLES float32 [L, 3, 64], BOUND float32 [1])
-    -> (MASK uint8 [8Hb, 8Wb], NEXT_LEVELS uint8 [Rh, Rw], REGION_COST float32 [Rh, Rw, L],
-        GRAD float32 [3, Hb, Wb, 64], LOSS float32 [1]).
+    -> (MASK uint8 [1, 8Hb, 8Wb] (a batch of one, as SEGMENT's), NEXT_LEVELS uint8 [Rh, Rw],
+        REGION_COST float32 [Rh, Rw, L], GRAD float32 [3, Hb, Wb, 64], LOSS float32 [1]).
 
     ``decoded`` maps deq to (loss, logits, grad): ``AutogradDecoded`` (eager) or its trace for export.
     """
@@ -167,13 +167,14 @@ class AutogradDecoded(torch.nn.Module):
 
 
 class Segment(torch.nn.Module):
-    """IMAGE uint8 [H, W, 3] RGB -> MASK uint8 [H, W]: the model on a plain frame (raw or baseline-coded)."""
+    """IMAGE uint8 [N, H, W, 3] RGB -> MASK uint8 [N, H, W]: the model on plain frames (raw or baseline-coded), a
+    batch of one or of several same-size frames (the edge batches devices' keyframes)."""
 
     def __init__(self, model: SegModel):
         super().__init__()
         self.model = model.eval().requires_grad_(False)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        h, w = image.shape[0], image.shape[1]
-        logits = self.model(image.permute(2, 0, 1)[None].float())
+        h, w = image.shape[1], image.shape[2]
+        logits = self.model(image.permute(0, 3, 1, 2).float())
         return full_resolution_mask(logits, h, w, not self.model.full_resolution)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..codec.transform import pad_to_multiple
-from ..contract import HEAD, HEAD_GRAPH, MODEL_INFO, SEGMENT, SEGMENT_GRAPH
+from ..contract import HEAD, HEAD_GRAPH, MAX_BATCH, MODEL_INFO, SEGMENT, SEGMENT_GRAPH
 from ..tables import DEFAULT_REGION_BLOCKS, blocks_for, region_grid
 from .base import SegModel, build_model
 from .head import AutogradDecoded, Decoded, Segment, StacHead
@@ -102,12 +102,14 @@ def export_stac_head(model: SegModel, path: str | Path, *, region_blocks: int = 
 
 
 def export_segment(model: SegModel, path: str | Path, example_size: tuple[int, int] = (144, 256)) -> Path:
-    """Write the SEGMENT ONNX: IMAGE uint8 [H, W, 3] -> MASK uint8 [H, W] (H, W multiples of size_multiple)."""
+    """Write the SEGMENT ONNX: IMAGE uint8 [N, H, W, 3] -> MASK uint8 [N, H, W] (H, W multiples of size_multiple;
+    N frames of one size at once, as the edge's dynamic batcher gathers them)."""
     h, w = example_size
-    image = torch.randint(0, 256, (h, w, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    image = torch.randint(0, 256, (2, h, w, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     m = model.size_multiple
-    dims = {0: torch.export.Dim("h", min=1, max=1024) * m, 1: torch.export.Dim("w", min=1, max=1024) * m} \
-        if m > 1 else {0: torch.export.Dim("h", min=8, max=8192), 1: torch.export.Dim("w", min=8, max=8192)}
+    dims = {1: torch.export.Dim("h", min=1, max=1024) * m, 2: torch.export.Dim("w", min=1, max=1024) * m} \
+        if m > 1 else {1: torch.export.Dim("h", min=8, max=8192), 2: torch.export.Dim("w", min=8, max=8192)}
+    dims[0] = torch.export.Dim("n", min=1, max=MAX_BATCH)
     return _export(Segment(model), (image,), {"image": dims}, SEGMENT.input_names, SEGMENT.output_names, path)
 
 
@@ -169,11 +171,11 @@ def validate(model_name: str, onnx_dir: str | Path, weights: str | Path | None =
         mask, _, _, grad, _ = eager(torch.from_numpy(coded.coeffs), torch.from_numpy(coded.levels),
                                     torch.from_numpy(tables.steps), torch.tensor([tables.bound]))
     h, w = frame.shape[:2]
-    head_agree = float(np.mean(got.mask == mask.numpy()[:h, :w]))
+    head_agree = float(np.mean(got.mask == mask.numpy()[0, :h, :w]))
     grad_err = float(np.linalg.norm(got.grad - grad.numpy()) / max(np.linalg.norm(grad.numpy()), 1e-30))
     with torch.no_grad():
-        seg = Segment(model)(torch.from_numpy(pad_to_multiple(frame, model.size_multiple)))
-    seg_agree = float(np.mean(SegmentSession(onnx_dir / SEGMENT_GRAPH).run(frame) == seg.numpy()[:h, :w]))
+        seg = Segment(model)(torch.from_numpy(pad_to_multiple(frame, model.size_multiple))[None])
+    seg_agree = float(np.mean(SegmentSession(onnx_dir / SEGMENT_GRAPH).run(frame) == seg.numpy()[0, :h, :w]))
     # 1e-2: random ReLU networks (models built without weights) are that ill-conditioned in float32
     if head_agree < 0.999 or seg_agree < 0.999 or grad_err > 1e-2:
         raise ExportError(f"ONNX disagrees with torch on a real frame: head mask {head_agree:.4f}, segment mask "
