@@ -65,8 +65,7 @@ def serve(repo, address, http_port, grpc_port, metrics_port, timeout, admin_api,
             raise ValueError("--servers needs --proxy (one address in front of them)")
         if proxy:
             edge = Deployment(repo, servers, address=address, grpc_port=grpc_port, http_port=http_port,
-                              limits=limits, ready_timeout=timeout,
-                              admin_api=admin_api)
+                              limits=limits, ready_timeout=timeout, admin_api=admin_api)
         else:
             edge = TritonServer(repo, address=address, http_port=http_port, grpc_port=grpc_port,
                                 metrics_port=metrics_port, ready_timeout=timeout, admin_api=admin_api)

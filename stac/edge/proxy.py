@@ -21,13 +21,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 from ..contract import DEVICE_HEADER
-from .server import Endpoint, ServerError, TritonServer, check_port, free_port, spawn
+from .server import Child, Endpoint, ServerError, TritonServer, check_port, free_port, spawn
 
 
 @dataclass(frozen=True)
@@ -85,9 +83,10 @@ def haproxy_config(servers: list[Endpoint], address: str, grpc_port: int, http_p
     return "\n".join(lines) + "\n"
 
 
-class Proxy(Endpoint):
+class Proxy(Child):
     """A haproxy process over ``servers`` (started: here, or on other machines), listening on ``grpc_port`` and
     ``http_port``."""
+    name, poll_s = "haproxy", 0.1
 
     def __init__(self, servers: list[Endpoint], *, address: str = "127.0.0.1",
                  grpc_port: int | None = None, http_port: int | None = None, limits: Limits = Limits(),
@@ -114,19 +113,8 @@ class Proxy(Endpoint):
             check_port(self.address, port)
         self.log = open(self.log_path, "wb")
         self.process = spawn([self.binary, "-db", "-f", str(self.config_path)], self.log)
-        deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self._fail(f"haproxy exited with {self.process.returncode}")
-            if self.ready():
-                return self
-            time.sleep(0.1)
-        self._fail(f"haproxy not ready after {self.ready_timeout:g} s")
-
-    def _fail(self, what: str) -> NoReturn:
-        log = self.log_text()  # before stop() removes the work folder
-        self.stop()
-        raise ServerError(f"{what}:\n{log}")
+        self._await_ready(self.ready_timeout)
+        return self
 
     def ready(self) -> bool:
         """haproxy listens (its servers may come up later: it sends them requests once their checks pass)."""
@@ -140,13 +128,7 @@ class Proxy(Endpoint):
     def describe(self) -> str:
         return f"servers {', '.join(s.grpc_url for s in self.servers)} (gRPC); log {self.log_path}"
 
-    def watch(self) -> list[str]:
-        """ServerError once haproxy has died (see TritonServer.watch)."""
-        if self.process is not None and self.process.poll() is not None:
-            raise ServerError(f"haproxy exited with {self.process.returncode}:\n{self.log_text()}")
-        return []
-
-    def log_text(self) -> str:
+    def log_tail(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-4000:]
         except OSError:

@@ -74,8 +74,9 @@ def model_config(name: str, backend: str, *, kind: str = "KIND_CPU", count: int 
     """Model ``name`` (its signature from the contract) on ``backend``, ``count`` instances of ``kind``;
     ``sequences``: a stateful model, one sequence per device stream; ``batch`` > 1: Triton's dynamic batcher gathers
     up to that many same-shape requests into one run, waiting up to ``batch_wait_us`` for more."""
-    config = _config(name, SIGNATURES[name], batch if batch > 1 else 0, backend=backend)
-    if batch > 1:
+    max_batch = batch if batch > 1 else 0  # Triton's spelling: 0 is no batch dimension
+    config = _config(name, SIGNATURES[name], max_batch, backend=backend)
+    if max_batch:
         config.dynamic_batching.max_queue_delay_microseconds = batch_wait_us
     config.instance_group.add(kind=pb.ModelInstanceGroup.Kind.Value(kind), count=count)
     for key, value in (params or {}).items():

@@ -120,7 +120,47 @@ class Endpoint:
         return f"{self.address}:{self.http_port}"
 
 
-class TritonServer(Endpoint):
+class Child(Endpoint):
+    """An Endpoint served by a child process (``spawn``) named ``name``: waiting until it is ready, and its log's
+    tail (``log_tail()``) in the error when it fails to start or dies."""
+    name: str
+    poll_s: float  # how often the wait for ready looks
+    process: subprocess.Popen | None
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def log_tail(self) -> str:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def _await_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self._fail(f"{self.name} exited with {self.process.returncode}")
+            if self.ready() and self.process.poll() is None:
+                return
+            time.sleep(self.poll_s)
+        self._fail(f"{self.name} not ready after {timeout:g} s")
+
+    def _fail(self, what: str) -> NoReturn:
+        tail = self.log_tail()  # before stop() removes the work folder
+        self.stop()
+        raise ServerError(f"{what}:\n{tail}")
+
+    def watch(self) -> list[str]:
+        """What happened since the last call, for a supervisor's log; ServerError once the process has died."""
+        if self.process is not None and self.process.poll() is not None:
+            raise ServerError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
+        return []
+
+
+class TritonServer(Child):
+    name, poll_s = "tritonserver", 0.25
+
     def __init__(self, repo: str | Path, *, address: str = "127.0.0.1", http_port: int | None = None,
                  grpc_port: int | None = None, metrics_port: int | None = None, ready_timeout: float = 120.0,
                  log_path: str | Path | None = None, exit_on_error: bool = True, admin_api: bool = False,
@@ -194,14 +234,8 @@ class TritonServer(Endpoint):
         remove_orphaned_memory()
         self.log = open(self.log_path, "wb")
         self.process = spawn(command, self.log, env)
-        deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self._fail(f"tritonserver exited with {self.process.returncode}")
-            if self.ready() and self.process.poll() is None:
-                return self
-            time.sleep(0.25)
-        self._fail(f"tritonserver not ready after {self.ready_timeout:g} s")
+        self._await_ready(self.ready_timeout)
+        return self
 
     def again(self) -> "TritonServer":
         """A server like this one, on its ports, to start once this one has stopped."""
@@ -212,17 +246,6 @@ class TritonServer(Endpoint):
 
     def describe(self) -> str:
         return f"pid {self.process.pid if self.process else '-'}, metrics :{self.metrics_port}, log {self.log_path}"
-
-    def watch(self) -> list[str]:
-        """What happened since the last call, for a supervisor's log; ServerError once the server has died."""
-        if self.process is not None and self.process.poll() is not None:
-            raise ServerError(f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}")
-        return []
-
-    def _fail(self, what: str) -> NoReturn:
-        tail = self.log_tail()  # before stop() removes the work folder
-        self.stop()
-        raise ServerError(f"{what}:\n{tail}")
 
     def ready(self) -> bool:
         try:
