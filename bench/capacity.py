@@ -25,7 +25,7 @@ from device_runtime.run import run
 from device_runtime.runtime import RuntimeConfig
 from device_runtime.sources import Source
 from stac.codec import make_codec
-from stac.contract import SEGMENT_MODEL
+from stac.contract import SEGMENT_MODEL, STAC_HEAD
 from stac.edge.client import Edge, EdgeError, TritonEdge
 from stac.edge.streams import Stream, new_stream_id
 from stac.tables import TableSet
@@ -111,8 +111,9 @@ class Trial:
     refusals_ms: list[float] = field(default_factory=list)  # of those, the ones a proxy refused: due to refusal
     skipped: int = 0  # not sent: the device had max_in_flight unanswered, or was backing off
     cpu_s: float | None = None  # the server's CPU time (it and its stubs) over the measured seconds
-    # the segment graph's requests and runs over the measured seconds: several requests a run when batched
-    segment_runs: tuple[int, int] = (0, 0)
+    # the graphs' requests and runs (the head's and the segment graph's) over the measured seconds: several requests
+    # a run when batched
+    graph_runs: tuple[int, int] = (0, 0)
     # every request due in the measured window that came back: (device, due, back, answered), time.perf_counter()
     outcomes: list[tuple[int, float, float, bool]] = field(default_factory=list)
 
@@ -129,7 +130,7 @@ class Trial:
                 "refused": len(self.refusals_ms),
                 "refusal_p95_ms": float(np.percentile(self.refusals_ms, 95)) if self.refusals_ms else None,
                 "edge_cpu_per_device": self.cpu_s / self.seconds / self.devices if self.cpu_s is not None else None,
-                "segment_batch": self.segment_runs[0] / self.segment_runs[1] if self.segment_runs[1] else None}
+                "batch": self.graph_runs[0] / self.graph_runs[1] if self.graph_runs[1] else None}
 
 
 class _Device:
@@ -219,13 +220,13 @@ def replay(url: str, recording: Recording, devices: int, seconds: float, pid: in
     for t in threads:
         t.start()
     time.sleep(max(0.0, measured[0] - time.perf_counter()))
-    cpu, segment = server_cpu(pid), runs(url, SEGMENT_MODEL)
+    cpu, graph = server_cpu(pid), runs(url, STAC_HEAD, SEGMENT_MODEL)
     time.sleep(max(0.0, measured[1] - time.perf_counter()))
-    after, segment_after = server_cpu(pid), runs(url, SEGMENT_MODEL)
+    after, graph_after = server_cpu(pid), runs(url, STAC_HEAD, SEGMENT_MODEL)
     for t in threads:
         t.join()
     trial.cpu_s = after - cpu if after is not None and cpu is not None else None
-    trial.segment_runs = (segment_after[0] - segment[0], segment_after[1] - segment[1])
+    trial.graph_runs = (graph_after[0] - graph[0], graph_after[1] - graph[1])
     return trial
 
 

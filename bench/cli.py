@@ -14,7 +14,7 @@ from device_runtime.runtime import PAPER_GATE_DB, SELECTIONS, RuntimeConfig
 from evaluation.methods import DEVICE_MS, EDGE_MS
 from stac.codec import make_codec
 from stac.commands import cli_errors, tables_option
-from stac.contract import HEAD_GRAPH, SEGMENT_GRAPH
+from stac.contract import HEAD_GRAPH, MAX_BATCH, SEGMENT_GRAPH
 from stac.edge.client import EdgeError
 from stac.flow import PRESETS
 from stac.link import Link
@@ -95,8 +95,11 @@ def codec(video, specs, tables, max_frames, size, fps, json_path, save_dir) -> N
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @tables_option()
 @click.option("--profile", is_flag=True, help="also the time per ONNX operator type (onnxruntime's profiler)")
-def head(model_name, onnx_dir, sizes, runs, threads, provider, tables, profile) -> None:
-    """Milliseconds of the STAC head vs the SEGMENT graph, same model, same frame (bikes clip), same run."""
+@click.option("--batch", type=click.IntRange(1, MAX_BATCH), default=1, show_default=True,
+              help="also each graph's milliseconds per frame in runs of this many frames")
+def head(model_name, onnx_dir, sizes, runs, threads, provider, tables, profile, batch) -> None:
+    """Milliseconds of the STAC head vs the SEGMENT graph, same model, same frame (bikes clip), same run; with
+    --batch, per frame in batched runs against one frame a run."""
     import tempfile
 
     from stac.inference import HeadSession, SegmentSession, model_info
@@ -117,7 +120,7 @@ def head(model_name, onnx_dir, sizes, runs, threads, provider, tables, profile) 
             traces = (str(Path(tmp) / "head"), str(Path(tmp) / "segment")) if profile else (None, None)
             head_session = HeadSession(folder / HEAD_GRAPH, threads, providers, traces[0])
             segment_session = SegmentSession(folder / SEGMENT_GRAPH, threads, providers, traces[1])
-            timings.append(time_head(head_session, segment_session, frame, size, tables, runs))
+            timings.append(time_head(head_session, segment_session, frame, size, tables, runs, batch))
     click.echo(f"model {info['name']}, {provider}, threads {threads or 'default'}, median of {runs}")
     click.echo(format_timings(timings))
 
@@ -296,7 +299,7 @@ def _capacity(url, tables, routes, clip, max_frames, deadline, seconds, most, pi
         p95 = "-" if row["p95_ms"] is None else f"{row['p95_ms']:.0f}"
         cpu = "-" if row["edge_cpu_per_device"] is None else f"{row['edge_cpu_per_device']:.3f}"
         refused = "-" if row["refusal_p95_ms"] is None else f"{row['refusal_p95_ms']:.0f}"
-        batch = "-" if row["segment_batch"] is None else f"{row['segment_batch']:.2f}"
+        batch = "-" if row["batch"] is None else f"{row['batch']:.2f}"
         click.echo(f"{row['route']:17} {row['devices']:7d} {p95:>7} {row['answered']:8d} {row['failed']:6d} "
                    f"{row['refused']:7d} {refused:>9} {row['skipped']:7d} {cpu:>8} {batch:>5} {label}")
 

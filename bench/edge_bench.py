@@ -90,13 +90,14 @@ def model_times(url: str) -> dict[str, float]:
     return times
 
 
-def runs(url: str, model: str) -> tuple[int, int]:
-    """(requests, executions) of ``model`` since the server started: more requests than executions when Triton's
-    dynamic batcher ran several at once."""
-    for stats in _statistics(url):
-        if stats["name"] == model:
-            return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
-    raise ValueError(f"the edge has no model {model!r}")
+def runs(url: str, *models: str) -> tuple[int, int]:
+    """(requests, executions) of ``models`` together since the server started: more requests than executions when
+    Triton's dynamic batcher ran several at once."""
+    found = {stats["name"]: stats for stats in _statistics(url)}
+    if missing := [model for model in models if model not in found]:
+        raise ValueError(f"the edge has no model {missing[0]!r}")
+    return (sum(int(found[model].get("inference_count", 0)) for model in models),
+            sum(int(found[model].get("execution_count", 0)) for model in models))
 
 
 @dataclass

@@ -26,10 +26,10 @@ POSITION = Tensor("POSITION", "INT64", (1,))  # an H.264 unit's place in its dev
 COEFFS = Tensor("COEFFS", "INT16", (3, -1, -1, 64))  # quantized, [Y/Cb/Cr, Hb, Wb, 8x8 in natural order]
 LEVELS = Tensor("LEVELS", "UINT8", (-1, -1))  # [Rh, Rw]: each region's table level
 TABLES = Tensor("TABLES", "FP32", (-1, 3, 64))  # [L, Y/Cb/Cr, 8x8]: the table set's quantizer steps
-# Frames and masks between the edge's models are batches: [N, H, W, 3] RGB and [N, H, W] class ids. A decoder gives
-# one frame and the head one mask; the segment graph takes N same-size frames, which Triton's dynamic batcher may
-# gather from several devices (stac.edge.repository).
-MAX_BATCH = 64  # frames in one run of the segment graph, at most (its batch dimension's bound at export)
+# Frames and masks between the edge's models are batches: [N, H, W, 3] RGB and [N, H, W] class ids, and so are the
+# head's tensors (``batched``). A decoder gives one frame; both graphs take N same-size frames, which Triton's dynamic
+# batcher may gather from several devices (stac.edge.repository).
+MAX_BATCH = 64  # frames in one run of a graph, at most (the batch dimension's bound at export)
 IMAGE = Tensor("IMAGE", "UINT8", (-1, -1, -1, 3))
 MASK = Tensor("MASK", "UINT8", (-1, -1, -1))
 CODED_MASK = Tensor("CODED_MASK", "STRING", (1,))  # MASK coded losslessly (stac.codec.mask): what a device receives
@@ -39,6 +39,11 @@ NEXT_LEVELS = Tensor("NEXT_LEVELS", "UINT8", (-1, -1))  # [Rh, Rw]: Algorithm 1'
 REGION_COST = Tensor("REGION_COST", "FP32", (-1, -1, -1))  # [Rh, Rw, L]
 GRAD = Tensor("GRAD", "FP32", (3, -1, -1, 64))  # d loss / d dequantized coefficient
 LOSS = Tensor("LOSS", "FP32", (1,))
+
+
+def batched(tensor: Tensor) -> Tensor:
+    """``tensor`` for N frames at once: a batch dimension in front."""
+    return replace(tensor, dims=(-1, *tensor.dims))
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,8 @@ class Signature:
 
 
 # the graphs
-HEAD = Signature((COEFFS, LEVELS, TABLES, BOUND), (MASK, NEXT_LEVELS, REGION_COST, GRAD, LOSS))
+HEAD = Signature(tuple(map(batched, (COEFFS, LEVELS, TABLES, BOUND))),
+                 (MASK, *map(batched, (NEXT_LEVELS, REGION_COST, GRAD, LOSS))))
 SEGMENT = Signature((IMAGE,), (MASK,))
 
 # the Triton models: name -> signature (ensembles chain the others)
@@ -68,7 +74,8 @@ H264_DECODE, H264_SEGMENT = "h264_decode", "h264_segment"
 SIGNATURES = {
     STAC_DECODE: Signature((BITSTREAM, replace(BOUND, optional=True)), HEAD.inputs),
     STAC_HEAD: HEAD,
-    STAC: Signature((BITSTREAM, replace(BOUND, optional=True), ANSWER_SIZE), (CODED_MASK, NEXT_LEVELS)),
+    # NEXT_LEVELS reaches the device as the head gives it, a batch of one: [1, Rh, Rw]
+    STAC: Signature((BITSTREAM, replace(BOUND, optional=True), ANSWER_SIZE), (CODED_MASK, batched(NEXT_LEVELS))),
     SEGMENT_MODEL: SEGMENT,
     MASK_ENCODE: Signature((MASK, ANSWER_SIZE), (CODED_MASK,)),
     JPEG_DECODE: Signature((BITSTREAM,), (IMAGE,)),

@@ -101,12 +101,17 @@ class HeadSession:
                  profile: str | None = None):
         self.session = session(path, threads, providers, profile)
 
+    @staticmethod
+    def feed(frame: StacFrame, tables: TableSet, bound: float | None = None) -> dict[str, np.ndarray]:
+        """The graph's inputs for one keyframe, a batch of one; ``bound``: what NEXT_LEVELS is selected against
+        (default: the table set's B)."""
+        return {COEFFS.name: frame.coeffs[None], LEVELS.name: frame.levels[None], TABLES.name: tables.steps[None],
+                BOUND.name: np.array([[check_bound(tables.bound if bound is None else bound)]], dtype=np.float32)}
+
     def run(self, frame: StacFrame, tables: TableSet, bound: float | None = None) -> HeadResult:
-        """``bound``: what NEXT_LEVELS is selected against (default: the table set's B)."""
-        mask, next_levels, cost, grad, loss = self.session.run(None, {
-            COEFFS.name: frame.coeffs, LEVELS.name: frame.levels, TABLES.name: tables.steps,
-            BOUND.name: np.array([check_bound(tables.bound if bound is None else bound)], dtype=np.float32)})
-        return HeadResult(mask[0], next_levels, cost, grad, float(loss[0]), frame.height, frame.width)
+        outputs = self.session.run(None, self.feed(frame, tables, bound))
+        mask, next_levels, cost, grad, loss = (out[0] for out in outputs)  # the batch's one frame
+        return HeadResult(mask, next_levels, cost, grad, float(loss[0]), frame.height, frame.width)
 
 
 class SegmentSession:

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from bench.cli import main as bench_main
 from stac.codec import make_codec
 from stac.codec.bitstream import StacFrame, read_stac
+from stac.contract import HEAD
 from stac.inference import HeadSession, SegmentSession
 from stac.models import build_model
 from stac.models.head import AutogradDecoded, Decoded, StacHead, block_tables
@@ -31,26 +32,26 @@ def _stac_frame(frame: np.ndarray, tables, seed: int = 0) -> StacFrame:
     return read_stac(codec.encode_levels(frame, levels), tables)
 
 
-def _deq(frame: StacFrame, tables, dtype=torch.float64) -> torch.Tensor:
+def _steps(frame: StacFrame, tables: np.ndarray) -> torch.Tensor:
+    """Each block's steps [3, Hb, Wb, 64] of ``frame``'s level map in ``tables`` [L, 3, 64]."""
     _, hb, wb, _ = frame.coeffs.shape
-    steps = block_tables(torch.from_numpy(frame.levels), torch.from_numpy(tables.steps).to(dtype), hb, wb,
-                         DEFAULT_REGION_BLOCKS)
-    return torch.from_numpy(frame.coeffs).to(dtype) * steps
+    return block_tables(torch.from_numpy(frame.levels)[None], torch.from_numpy(tables)[None], hb, wb,
+                        DEFAULT_REGION_BLOCKS)[0]
 
 
 def _reference64(model, frame: StacFrame, tables):
     """(loss, grad) by eager float64 autograd of the same model."""
     decoded = AutogradDecoded(Decoded(copy.deepcopy(model).double()).double())
-    loss, _, grad = decoded(_deq(frame, tables))
-    return float(loss), grad.numpy()
+    deq = torch.from_numpy(frame.coeffs).double() * _steps(frame, tables.steps.astype(np.float64))
+    loss, _, grad = decoded(deq[None])
+    return float(loss[0]), grad.numpy()[0]
 
 
 def _eager_mask(model, frame: StacFrame, tables) -> np.ndarray:
     """MASK of the eager torch head (float32), padded block grid."""
     head = StacHead(AutogradDecoded(Decoded(model)), model, DEFAULT_REGION_BLOCKS)
     with torch.no_grad():
-        return head(torch.from_numpy(frame.coeffs), torch.from_numpy(frame.levels),
-                    torch.from_numpy(tables.steps), torch.tensor([tables.bound]))[0][0].numpy()
+        return head(*map(torch.from_numpy, HeadSession.feed(frame, tables).values()))[0][0].numpy()
 
 
 def _rel(a, b) -> float:
@@ -79,8 +80,8 @@ def test_graphs_are_standard_onnx_without_scatternd(exported):
     assert [o.name for o in head.output] == ["MASK", "NEXT_LEVELS", "REGION_COST", "GRAD", "LOSS"]
     coeffs = head.input[0].type.tensor_type
     assert coeffs.elem_type == onnx.TensorProto.INT16
-    assert [d.dim_value or d.dim_param for d in coeffs.shape.dim][::3] == [3, 64]
-    assert all(d.dim_param for d in coeffs.shape.dim[1:3])  # dynamic Hb, Wb
+    assert [d.dim_value for d in coeffs.shape.dim][1::3] == [3, 64]
+    assert all(coeffs.shape.dim[i].dim_param for i in (0, 2, 3))  # dynamic N, Hb, Wb
 
 
 # 20 runs with 2 intra-op threads: a racy kernel (onnxruntime's ScatterND-add) shows only sometimes.
@@ -108,18 +109,16 @@ def test_loss_finite_difference_along_random_directions(exported, carphone_frame
     session = HeadSession(exported("selfie") / "stac_head.onnx", threads=2)
     frame = _stac_frame(carphone_frames[2], default_tables)
     tables = default_tables.steps.astype(np.float64)
-    feed = {"COEFFS": frame.coeffs, "LEVELS": frame.levels, "BOUND": np.array([1.0], np.float32)}
+    feed = HeadSession.feed(frame, default_tables)
 
     def loss(t):
-        return float(session.session.run(["LOSS"], {**feed, "TABLES": t.astype(np.float32)})[0][0])
+        return float(session.session.run(["LOSS"], {**feed, "TABLES": t[None].astype(np.float32)})[0][0, 0])
 
     grad = session.run(frame, default_tables).grad.astype(np.float64)
     rng = np.random.default_rng(7)
     for _ in range(3):
         direction = rng.uniform(-1, 1, tables.shape) * tables  # relative change of every step
-        _, hb, wb, _ = frame.coeffs.shape
-        ddeq = frame.coeffs * block_tables(torch.from_numpy(frame.levels), torch.from_numpy(direction), hb, wb,
-                                           DEFAULT_REGION_BLOCKS).numpy()
+        ddeq = frame.coeffs * _steps(frame, direction).numpy()
         analytic = float(np.sum(grad * ddeq))
         h = 1e-4
         numeric = (loss(tables + h * direction) - loss(tables - h * direction)) / (2 * h)
@@ -135,6 +134,30 @@ def test_next_levels_follow_algorithm_1(exported, carphone_frames, bikes_frames,
         reference = region_cost(out.grad, default_tables.steps, DEFAULT_REGION_BLOCKS)
         np.testing.assert_allclose(out.region_cost, reference, rtol=1e-4, atol=1e-12)
         assert out.next_levels.shape == region_grid(*blocks_for(*image.shape[:2]))
+
+
+def _head_batch_equals_each_alone(session: HeadSession, images, tables) -> None:
+    """The head on a batch of same-size keyframes, each with its own level map, table set and bound (as the edge's
+    dynamic batcher gathers them from several devices), gives each one's outputs alone: the loss is per frame."""
+    feeds = [HeadSession.feed(_stac_frame(image, tables, seed=k), tables, tables.bound * (k + 1))
+             for k, image in enumerate(images)]
+    feeds[-1]["TABLES"] = np.ascontiguousarray(feeds[-1]["TABLES"][:, ::-1])  # another set: the levels reversed
+    batch = session.session.run(None, {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]})
+    for k, feed in enumerate(feeds):
+        alone = session.session.run(None, feed)
+        for name, got, expected in zip(HEAD.output_names, batch, alone):
+            assert got.shape[0] == len(feeds) and got[k:k + 1].shape == expected.shape, name
+            if got.dtype == np.uint8:  # MASK, NEXT_LEVELS
+                np.testing.assert_array_equal(got[k:k + 1], expected, err_msg=name)
+            else:  # the same sums, grouped otherwise by a batched kernel
+                assert _rel(got[k:k + 1], expected) <= 1e-5, name
+    assert not np.array_equal(batch[1][0], batch[1][-1])  # the frames' own levels, not one frame's copied
+
+
+def test_head_batch_equals_each_keyframe_alone(exported, carphone_frames, bikes_frames, default_tables):
+    session = HeadSession(exported("selfie") / "stac_head.onnx", threads=2)
+    _head_batch_equals_each_alone(session, carphone_frames[:3], default_tables)
+    _head_batch_equals_each_alone(session, [_resized(f, 1024, 2048) for f in bikes_frames[:2]], default_tables)
 
 
 # 144x256 (the model's size), 1024x2048, and sizes that are multiples of neither 24 nor 8
@@ -202,6 +225,7 @@ def test_cityscapes_model_head_exports_and_agrees_with_torch(name, tmp_path, bik
     mask = segment.run(image)
     assert mask.shape == image.shape[:2] and mask.max() < 19
     _batch_equals_each_alone(segment, [image, image[::-1].copy()])
+    _head_batch_equals_each_alone(session, [image, image[::-1].copy()], default_tables)
 
 
 def test_export_cli(tmp_path):
@@ -221,11 +245,14 @@ def test_export_cli(tmp_path):
 
 def test_bench_head_prints_the_ratio(exported):
     result = CliRunner().invoke(bench_main, ["head", "--onnx-dir", str(exported("tiny")), "--size", "256x144",
-                                             "--size", "200x100", "--runs", "1"])
+                                             "--size", "200x100", "--runs", "1", "--batch", "3"])
     assert result.exit_code == 0, result.output
-    rows = [line for line in result.output.splitlines() if "x" in line and line.strip()[0].isdigit()]
-    assert len(rows) == 2 and rows[0].split()[0] == "144x256"
-    assert float(rows[0].split()[-1].rstrip("x")) > 0
+    assert "ms per frame in runs of 3 frames" in result.output
+    rows = [line.split() for line in result.output.splitlines() if "x" in line and line.strip()[0].isdigit()]
+    assert len(rows) == 2 and rows[0][0] == "144x256" and len(rows[0]) == 8
+    assert float(rows[0][3].rstrip("x")) > 0 and all(float(v) > 0 for v in rows[0][4:])
+    bad = CliRunner().invoke(bench_main, ["head", "--onnx-dir", str(exported("tiny")), "--batch", "65"])
+    assert bad.exit_code == 2 and "65" in bad.output
 
 
 def test_bench_head_profiles_where_the_time_goes(exported):
@@ -260,9 +287,8 @@ def test_head_selects_in_float64_and_breaks_ties_to_the_coarsest(exported, carph
     session = HeadSession(exported("selfie") / "stac_head.onnx", threads=2)
     frame = _stac_frame(carphone_frames[0], default_tables)
     for bound in (1e9, default_tables.bound):
-        _, levels, cost, _, _ = session.session.run(None, {
-            "COEFFS": frame.coeffs, "LEVELS": frame.levels, "TABLES": default_tables.steps,
-            "BOUND": np.array([bound], np.float32)})
-        np.testing.assert_array_equal(levels, select_levels(cost, float(np.float32(bound))))
+        out = session.run(frame, default_tables, bound)
+        levels = out.next_levels
+        np.testing.assert_array_equal(levels, select_levels(out.region_cost, float(np.float32(bound))))
         if bound == 1e9:
             assert (levels == default_tables.levels - 1).all()

@@ -2,7 +2,7 @@
 
 ``local``: in this process, the same decoder and the same ONNX graphs in onnxruntime as the edge runs.
 ``triton``: tritonclient over gRPC or HTTP to the model repository's ensembles: ``stac`` (BITSTREAM BYTES
-[1], optional BOUND FP32 [1] -> CODED_MASK of MASK uint8 [8Hb, 8Wb], NEXT_LEVELS uint8 [Rh, Rw] when asked for)
+[1], optional BOUND FP32 [1] -> CODED_MASK of MASK uint8 [8Hb, 8Wb], NEXT_LEVELS uint8 [1, Rh, Rw] when asked for)
 and ``jpeg_segment`` (BITSTREAM -> CODED_MASK of MASK [H', W'], H', W' >= H, W), and ``h264_segment`` (one access
 unit of the device's keyframe stream, its POSITION, the stream as the sequence ID: ``stac.edge.streams``). The mask
 crosses the network coded (``stac.codec.mask``): the Triton edge's is decoded; the local edge codes its own as the
@@ -79,7 +79,8 @@ def exchange(data: bytes, kind: str, bound: float | None = None, stream: Stream 
 def _answer(request: Exchange, coded, next_levels: np.ndarray | None, size: tuple[int, int],
             mask: np.ndarray | None = None) -> EdgeAnswer:
     """The device's side of an answer: CODED_MASK (BYTES [1]) decoded (unless the ``mask`` it codes is at hand: the
-    coding is lossless) and cropped to ``size`` (the frame's, or the one asked for), the bytes sized."""
+    coding is lossless) and cropped to ``size`` (the frame's, or the one asked for), NEXT_LEVELS taken out of its
+    batch of one (as sent: check_answer judges its shape), the bytes sized."""
     if not (isinstance(coded, np.ndarray) and coded.shape == (1,) and isinstance(coded[0], bytes)):
         raise EdgeError(f"bad answer: CODED_MASK {_describe(coded)}, expected one coded mask")
     try:
@@ -88,6 +89,8 @@ def _answer(request: Exchange, coded, next_levels: np.ndarray | None, size: tupl
         raise EdgeError(f"bad answer: CODED_MASK: {e}") from None
     outputs = [(CODED_MASK, coded)] + ([(NEXT_LEVELS, next_levels)] if isinstance(next_levels, np.ndarray) else [])
     payload = sum(len(coded[0]) if tensor is CODED_MASK else value.nbytes for tensor, value in outputs)
+    if isinstance(next_levels, np.ndarray) and next_levels.ndim == 3 and len(next_levels) == 1:
+        next_levels = next_levels[0]
     return EdgeAnswer(mask[:size[0], :size[1]], next_levels, payload, response_bytes(request, outputs))
 
 
@@ -169,7 +172,7 @@ class LocalEdge(Edge):
             request = exchange(data, kind, bound, stream, levels, size, answer)
             if kind == "stac":
                 result = self.head.run(read_stac(data, self.tables), self.tables, bound)
-                mask, next_levels = result.padded_mask, result.next_levels if levels else None
+                mask, next_levels = result.padded_mask, result.next_levels[None] if levels else None
             else:  # as the edge's ensembles: the image padded to the graph's multiple, the mask not cropped
                 image = self.streams.decode(request.stream.id, request.stream.position, data) if kind == "h264" \
                     else decode_jpeg(data)

@@ -17,8 +17,8 @@ from ..codec.bitstream import read_stac
 from ..codec.jpeg import decode_jpeg
 from ..codec.mask import encode_mask, fit
 from ..codec.transform import check_size, pad_to_multiple
-from ..contract import ANSWER_SIZE, BITSTREAM, BOUND, CODED_MASK, COEFFS, IMAGE, LEVELS, MASK, POSITION, TABLES
-from ..inference import check_bound, instance_threads, session
+from ..contract import ANSWER_SIZE, BITSTREAM, BOUND, CODED_MASK, IMAGE, MASK, POSITION
+from ..inference import HeadSession, check_bound, instance_threads, session
 from ..tables import TableSet
 from .streams import StreamDecoders
 
@@ -85,7 +85,7 @@ def _bound(request, default: float) -> float:
 
 class StacDecode:
     """BITSTREAM (BYTES [1]), optional BOUND (FP32 [1]) -> COEFFS, LEVELS, the TABLES of the set it was coded
-    with, and BOUND: the request's, or that set's B."""
+    with, and BOUND: the request's, or that set's B; each a batch of one (the head's inputs)."""
 
     def initialize(self, args):
         folder = _model_dir(args)
@@ -94,8 +94,7 @@ class StacDecode:
 
     def _handle(self, request):
         frame = read_stac(_bitstream(request, self.max_bytes), self.tables, self.max_pixels, self.max_side)
-        return {COEFFS.name: frame.coeffs, LEVELS.name: frame.levels, TABLES.name: frame.tables.steps,
-                BOUND.name: np.array([_bound(request, frame.tables.bound)], np.float32)}
+        return HeadSession.feed(frame, frame.tables, _bound(request, frame.tables.bound))
 
     def execute(self, requests):
         return _serve(requests, self._handle)

@@ -2,12 +2,12 @@
 
 Models:
 - ``stac_decode`` (python): BITSTREAM BYTES [1] -> COEFFS, LEVELS, TABLES, BOUND (from the table sets it holds);
-- ``stac_head`` (ONNX): the STAC head;
+- ``stac_head`` (ONNX): the STAC head (batching as ``segment``);
 - ``mask_encode`` (python): MASK, optional ANSWER_SIZE -> CODED_MASK, the mask (cropped to the frame and given at
   the size the device uses it at, when asked) coded losslessly (stac.codec.mask); every ensemble ends in it;
-- ``stac`` (ensemble): BITSTREAM, optional BOUND -> CODED_MASK (of MASK [8Hb, 8Wb]), NEXT_LEVELS (selected against
-  BOUND, default the table set's B);
-- ``segment`` (ONNX): IMAGE uint8 [H, W, 3] -> MASK;
+- ``stac`` (ensemble): BITSTREAM, optional BOUND -> CODED_MASK (of MASK [8Hb, 8Wb]), NEXT_LEVELS [1, Rh, Rw]
+  (selected against BOUND, default the table set's B);
+- ``segment`` (ONNX): IMAGE uint8 [N, H, W, 3] -> MASK, N same-size frames gathered by Triton's dynamic batcher;
 - ``jpeg_decode`` (python) and ``jpeg_segment`` (ensemble): BITSTREAM (baseline JPEG) -> CODED_MASK (of [H', W']);
 - ``h264_decode`` (python, stateful) and ``h264_segment`` (ensemble): one access unit of a device's keyframe stream
   (BITSTREAM, POSITION INT64 [1]; the stream is the request's sequence ID, START with every IDR) -> CODED_MASK.
@@ -124,8 +124,8 @@ def write_repository(repo: str | Path, onnx_dir: str | Path, tables: TableSet, b
     """Write (or overwrite) the models (MODELS) into ``repo``; returns it. The decode models refuse requests over
     ``max_bytes`` and frames over ``max_pixels`` or ``max_side`` before any work. Every stateless model runs
     ``instances`` instances, so requests of several devices are served side by side (h264_decode keeps one: each
-    stream's decoder lives in it). ``batch`` > 1: the segment graph runs up to that many same-size frames of
-    different devices at once (``model_config``)."""
+    stream's decoder lives in it). ``batch`` > 1: each graph (the head and the segment graph) runs up to that many
+    same-size frames of different devices at once (``model_config``)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     repo, onnx_dir = Path(repo), Path(onnx_dir)
@@ -147,14 +147,11 @@ def write_repository(repo: str | Path, onnx_dir: str | Path, tables: TableSet, b
            {"model.py": _adapter(H264_DECODE)})
     for name, graph in GRAPHS.items():
         files: dict[str, bytes | Path] = {"model.onnx": onnx_dir / graph}
-        batching = {"batch": batch, "batch_wait_us": batch_wait_us} if name == SEGMENT_MODEL else {}
         if backend == "python":
             files["model.py"] = _adapter(name)
-            config = model_config(name, "python", count=instances, **batching)
-        else:
-            config = model_config(name, "onnxruntime", kind="KIND_GPU" if gpu else "KIND_CPU", count=instances,
-                                  **batching)
-        _write(repo, config, files)
+        kind = "KIND_GPU" if gpu and backend == "onnxruntime" else "KIND_CPU"
+        _write(repo, model_config(name, backend, kind=kind, count=instances, batch=batch, batch_wait_us=batch_wait_us),
+               files)
     _write(repo, model_config(MASK_ENCODE, "python", count=instances), {"model.py": _adapter(MASK_ENCODE)})
     # an ensemble's own tensors keep their names; those between its steps are spelled in lower case. Every
     # ensemble ends in mask_encode: the mask crosses the network coded.

@@ -53,7 +53,7 @@ class _Clamp(torch.autograd.Function):
 
 
 def coeffs_to_rgb(deq: torch.Tensor, basis: torch.Tensor, ycc_to_rgb: torch.Tensor) -> torch.Tensor:
-    """Dequantized coefficients [3, Hb, Wb, 64] (Y, Cb, Cr) -> RGB float [1, 3, 8*Hb, 8*Wb] in 0..255.
+    """Dequantized coefficients [N, 3, Hb, Wb, 64] (Y, Cb, Cr) -> RGB float [N, 3, 8*Hb, 8*Wb] in 0..255.
 
     Samples are clamped to 0..255 after the IDCT and after the colour conversion, as the 8-bit decoder
     does, but not rounded: rounding would make the forward pass depend on which side of .5 a sample
@@ -61,16 +61,16 @@ def coeffs_to_rgb(deq: torch.Tensor, basis: torch.Tensor, ycc_to_rgb: torch.Tens
     Samples stay centred on 0 (-128..127) through the colour conversion, one [3, 3] matrix product whose
     backward is one too: Y's +128 passes to R, G and B alike (the matrix's first column is all ones).
     """
-    _, hb, wb, _ = deq.shape
-    ycc = torch.matmul(deq, basis).reshape(3, hb, wb, BLOCK, BLOCK).permute(0, 1, 3, 2, 4)
-    ycc = _Clamp.apply(ycc.reshape(3, hb * BLOCK * wb * BLOCK), -128.0, 127.0)
+    n, _, hb, wb, _ = deq.shape
+    ycc = torch.matmul(deq, basis).reshape(n, 3, hb, wb, BLOCK, BLOCK).permute(0, 1, 2, 4, 3, 5)
+    ycc = _Clamp.apply(ycc.reshape(n, 3, hb * BLOCK * wb * BLOCK), -128.0, 127.0)
     rgb = _Clamp.apply(torch.matmul(ycc_to_rgb, ycc), -128.0, 127.0) + 128.0
-    return rgb.reshape(1, 3, hb * BLOCK, wb * BLOCK)
+    return rgb.reshape(n, 3, hb * BLOCK, wb * BLOCK)
 
 
 def fake_label_loss(logits: torch.Tensor) -> torch.Tensor:
-    """Mean pixel-wise cross-entropy of logits [1, K, h, w] against their own argmax."""
-    return (torch.logsumexp(logits, dim=1) - logits.amax(dim=1)).mean()
+    """Each frame's mean pixel-wise cross-entropy of logits [N, K, h, w] against their own argmax -> [N]."""
+    return (torch.logsumexp(logits, dim=1) - logits.amax(dim=1)).mean(dim=(1, 2))
 
 
 def full_resolution_mask(logits: torch.Tensor, height, width, resize: bool) -> torch.Tensor:
@@ -84,9 +84,10 @@ def full_resolution_mask(logits: torch.Tensor, height, width, resize: bool) -> t
 
 
 class Decoded(torch.nn.Module):
-    """forward(deq float32 [3, Hb, Wb, 64]) -> (loss [], logits [1, K, h, w]); the part GRAD comes from.
+    """forward(deq float32 [N, 3, Hb, Wb, 64]) -> (loss [N], logits [N, K, h, w]); the part GRAD comes from.
 
-    The model's weights are frozen, so no weight gradient is ever computed.
+    The model's weights are frozen, so no weight gradient is ever computed. Frames of a batch do not mix (the model
+    runs in eval mode), so the gradient of the losses' sum is each frame's gradient of its own loss.
     """
 
     def __init__(self, model: SegModel):
@@ -101,37 +102,45 @@ class Decoded(torch.nn.Module):
 
 
 def block_tables(levels: torch.Tensor, tables: torch.Tensor, hb, wb, region_blocks: int) -> torch.Tensor:
-    """Each block's steps: levels [Rh, Rw], tables [L, 3, 64] -> [3, Hb, Wb, 64]."""
+    """Each block's steps: levels [N, Rh, Rw], tables [N, L, 3, 64] (each frame its own set) -> [N, 3, Hb, Wb, 64]."""
+    n, n_levels = tables.shape[0], tables.shape[1]
     rows = torch.arange(hb, device=levels.device) // region_blocks
     cols = torch.arange(wb, device=levels.device) // region_blocks
-    block_level = levels.long()[rows][:, cols].reshape(-1)
-    # one Gather straight into channel-first order: no full-frame transpose
-    return torch.index_select(tables.permute(1, 0, 2), 1, block_level).reshape(tables.shape[1], hb, wb, -1)
+    # row of each block's table in the frames' tables stacked [N * L]
+    offsets = torch.arange(n, device=levels.device)[:, None] * n_levels
+    rows_of = (levels.long()[:, rows][:, :, cols].reshape(n, -1) + offsets).reshape(-1)
+    # a Gather per channel straight into channel-first order, then one Concat: no full-frame transpose
+    steps = tables.reshape(n * n_levels, tables.shape[2], -1)  # [N * L, 3, 64]
+    channels = [torch.index_select(steps[:, c], 0, rows_of).reshape(n, 1, hb, wb, -1) for c in range(steps.shape[1])]
+    return torch.cat(channels, dim=1)
 
 
 def region_cost(grad: torch.Tensor, tables: torch.Tensor, region_blocks: int) -> torch.Tensor:
-    """Algorithm 1's cost, as stac.select.region_cost: grad [3, Hb, Wb, 64] -> [Rh, Rw, L]."""
-    _, hb, wb, _ = grad.shape
-    n_levels = tables.shape[0]
+    """Algorithm 1's cost, as stac.select.region_cost, of each frame: grad [N, 3, Hb, Wb, 64], tables [N, L, 3, 64]
+    -> [N, Rh, Rw, L]."""
+    n, _, hb, wb, _ = grad.shape
+    n_levels = tables.shape[1]
     # per channel, then summed: the gradient is never transposed
-    block = torch.matmul(grad.abs(), tables.permute(1, 2, 0)[:, None]).sum(dim=0) * 0.5  # [Hb, Wb, L]
+    block = torch.matmul(grad.abs(), tables.permute(0, 2, 3, 1)[:, :, None]).sum(dim=1) * 0.5  # [N, Hb, Wb, L]
     rh, rw = (hb + region_blocks - 1) // region_blocks, (wb + region_blocks - 1) // region_blocks
     block = F.pad(block, (0, 0, 0, rw * region_blocks - wb, 0, rh * region_blocks - hb))
-    return block.reshape(rh, region_blocks, rw, region_blocks, n_levels).sum(dim=(1, 3))
+    return block.reshape(n, rh, region_blocks, rw, region_blocks, n_levels).sum(dim=(2, 4))
 
 
 def select_levels(cost: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
-    """argmin_l |cost[r, l] - B / r_max| -> uint8 [Rh, Rw], as stac.select.select_levels: distances in float64
-    (in float32 a cost far below B / r_max vanishes and every level ties), the coarsest level on ties."""
-    r_max = cost.shape[0] * cost.shape[1]
-    distance = torch.abs(cost.double() - bound.double() / r_max)
+    """argmin_l |cost[n, r, l] - B_n / r_max| -> uint8 [N, Rh, Rw] (cost [N, Rh, Rw, L], bound [N, 1]), as
+    stac.select.select_levels: distances in float64 (in float32 a cost far below B / r_max vanishes and every level
+    ties), the coarsest level on ties."""
+    r_max = cost.shape[1] * cost.shape[2]
+    distance = torch.abs(cost.double() - bound.double()[:, :, None, None] / r_max)
     return (cost.shape[-1] - 1 - torch.argmin(distance.flip(-1), dim=-1)).to(torch.uint8)
 
 
 class StacHead(torch.nn.Module):
-    """(COEFFS int16 [3, Hb, Wb, 64], LEVELS uint8 [Rh, Rw], TABLES float32 [L, 3, 64], BOUND float32 [1])
-    -> (MASK uint8 [1, 8Hb, 8Wb] (a batch of one, as SEGMENT's), NEXT_LEVELS uint8 [Rh, Rw],
-        REGION_COST float32 [Rh, Rw, L], GRAD float32 [3, Hb, Wb, 64], LOSS float32 [1]).
+    """N same-size keyframes, each with its own level map, table set and bound:
+    (COEFFS int16 [N, 3, Hb, Wb, 64], LEVELS uint8 [N, Rh, Rw], TABLES float32 [N, L, 3, 64], BOUND float32 [N, 1])
+    -> (MASK uint8 [N, 8Hb, 8Wb], NEXT_LEVELS uint8 [N, Rh, Rw], REGION_COST float32 [N, Rh, Rw, L],
+        GRAD float32 [N, 3, Hb, Wb, 64], LOSS float32 [N, 1]).
 
     ``decoded`` maps deq to (loss, logits, grad): ``AutogradDecoded`` (eager) or its trace for export.
     """
@@ -143,12 +152,12 @@ class StacHead(torch.nn.Module):
         self.region_blocks = region_blocks
 
     def forward(self, coeffs, levels, tables, bound):
-        _, hb, wb, _ = coeffs.shape
+        _, _, hb, wb, _ = coeffs.shape
         deq = coeffs.float() * block_tables(levels, tables, hb, wb, self.region_blocks)
         loss, logits, grad = self.decoded(deq)
         mask = full_resolution_mask(logits, hb * BLOCK, wb * BLOCK, not self.full_resolution)
         cost = region_cost(grad, tables, self.region_blocks)
-        return mask, select_levels(cost, bound), cost, grad, loss.reshape(1)
+        return mask, select_levels(cost, bound), cost, grad, loss[:, None]
 
 
 class AutogradDecoded(torch.nn.Module):
@@ -162,7 +171,7 @@ class AutogradDecoded(torch.nn.Module):
         deq = deq.detach().requires_grad_(True)
         with torch.enable_grad():
             loss, logits = self.inner(deq)
-            (grad,) = torch.autograd.grad(loss, deq)
+            (grad,) = torch.autograd.grad(loss.sum(), deq)
         return loss.detach(), logits.detach(), grad
 
 

@@ -78,26 +78,29 @@ class TracedGradient(torch.nn.Module):
         return self.graph(deq)
 
 
-def _example_coeffs(height: int, width: int) -> torch.Tensor:
-    """A deterministic, image-like coefficient tensor (mid-grey DC plus a little texture)."""
+def _example_coeffs(height: int, width: int, frames: int = 2) -> torch.Tensor:
+    """Deterministic, image-like coefficients [frames, 3, Hb, Wb, 64] (mid-grey DC plus a little texture); two
+    frames by default, since a traced dimension of size 1 would be taken for a constant."""
     g = torch.Generator().manual_seed(0)
     hb, wb = blocks_for(height, width)
-    coeffs = torch.randn(3, hb, wb, 64, generator=g) * 4
+    coeffs = torch.randn(frames, 3, hb, wb, 64, generator=g) * 4
     coeffs[..., 0] += 40
     return coeffs
 
 
 def export_stac_head(model: SegModel, path: str | Path, *, region_blocks: int = DEFAULT_REGION_BLOCKS,
                      example_size: tuple[int, int] = (144, 256)) -> Path:
-    """Write the STAC head ONNX for ``model``; tensors contract.HEAD, dynamic Hb/Wb."""
+    """Write the STAC head ONNX for ``model``; tensors contract.HEAD, dynamic N (up to MAX_BATCH) and Hb/Wb."""
     example = _example_coeffs(*example_size)
     head = StacHead(TracedGradient(Decoded(model), example), model, region_blocks).eval()
-    rh, rw = region_grid(example.shape[1], example.shape[2], region_blocks)
-    args = (example.round().to(torch.int16), torch.zeros(rh, rw, dtype=torch.uint8),
-            torch.ones(16, 3, 64), torch.tensor([1.0]))
+    n, rh, rw = example.shape[0], *region_grid(example.shape[2], example.shape[3], region_blocks)
+    args = (example.round().to(torch.int16), torch.zeros(n, rh, rw, dtype=torch.uint8),
+            torch.ones(n, 16, 3, 64), torch.ones(n, 1))
+    batch = torch.export.Dim("n", min=1, max=MAX_BATCH)
     hb, wb = torch.export.Dim("hb", min=2, max=1024), torch.export.Dim("wb", min=2, max=1024)
-    shapes = {"coeffs": {1: hb, 2: wb}, "levels": {0: torch.export.Dim.AUTO, 1: torch.export.Dim.AUTO},
-              "tables": {0: torch.export.Dim("levels", min=1, max=256)}, "bound": None}
+    shapes = {"coeffs": {0: batch, 2: hb, 3: wb},
+              "levels": {0: batch, 1: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO},
+              "tables": {0: batch, 1: torch.export.Dim("levels", min=1, max=256)}, "bound": {0: batch}}
     return _export(head, args, shapes, HEAD.input_names, HEAD.output_names, path)
 
 
@@ -168,11 +171,11 @@ def validate(model_name: str, onnx_dir: str | Path, weights: str | Path | None =
     got = HeadSession(onnx_dir / HEAD_GRAPH).run(coded, tables)
     eager = StacHead(AutogradDecoded(Decoded(model)), model, tables.region_blocks)
     with torch.no_grad():
-        mask, _, _, grad, _ = eager(torch.from_numpy(coded.coeffs), torch.from_numpy(coded.levels),
-                                    torch.from_numpy(tables.steps), torch.tensor([tables.bound]))
+        mask, _, _, grad, _ = eager(torch.from_numpy(coded.coeffs)[None], torch.from_numpy(coded.levels)[None],
+                                    torch.from_numpy(tables.steps)[None], torch.tensor([[tables.bound]]))
     h, w = frame.shape[:2]
     head_agree = float(np.mean(got.mask == mask.numpy()[0, :h, :w]))
-    grad_err = float(np.linalg.norm(got.grad - grad.numpy()) / max(np.linalg.norm(grad.numpy()), 1e-30))
+    grad_err = float(np.linalg.norm(got.grad - grad.numpy()[0]) / max(np.linalg.norm(grad.numpy()), 1e-30))
     with torch.no_grad():
         seg = Segment(model)(torch.from_numpy(pad_to_multiple(frame, model.size_multiple))[None])
     seg_agree = float(np.mean(SegmentSession(onnx_dir / SEGMENT_GRAPH).run(frame) == seg.numpy()[0, :h, :w]))
