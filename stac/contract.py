@@ -30,6 +30,9 @@ TABLES = Tensor("TABLES", "FP32", (-1, 3, 64))  # [L, Y/Cb/Cr, 8x8]: the table s
 # head's tensors (``batched``). A decoder gives one frame; both graphs take N same-size frames, which Triton's dynamic
 # batcher may gather from several devices (stac.edge.repository).
 MAX_BATCH = 64  # frames in one run of a graph, at most (the batch dimension's bound at export)
+# a graph model's config parameter: the values a run's first input holds at most, the frames of one batch together
+# (both graphs' first input, IMAGE or COEFFS, holds 3 values a pixel)
+MAX_RUN_VALUES = "max_run_values"
 IMAGE = Tensor("IMAGE", "UINT8", (-1, -1, -1, 3))
 MASK = Tensor("MASK", "UINT8", (-1, -1, -1))
 CODED_MASK = Tensor("CODED_MASK", "STRING", (1,))  # MASK coded losslessly (stac.codec.mask): what a device receives

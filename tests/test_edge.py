@@ -19,7 +19,9 @@ from stac.edge.client import EdgeError, LocalEdge, TritonEdge, check_table_set
 from stac.edge.repository import EDGE_MAX_BYTES, EDGE_MAX_PIXELS, EDGE_MAX_SIDE, write_repository
 from stac.edge.streams import Stream
 from stac.edge.server import ServerError, TritonServer
+from stac.inference import batch_runs
 from stac.tables import TableSet
+from stac.video import resize
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -596,20 +598,23 @@ def test_instances_of_the_stateless_models(exported, tmp_path):
     assert instance_threads({"instance_group": [{"count": 1}]}, 16) is None and instance_threads({}, 16) is None
 
 
-def test_the_graphs_batch_keyframes_of_several_devices(exported, local, tmp_path, carphone_frames, bikes_frames):
+def test_the_graphs_batch_keyframes_of_several_devices(exported, local, tmp_path, carphone_frames):
     """Keyframes of one size sent at once by several devices run through the head (STAC) and the segment graph
-    (JPEG) together: Triton's statistics count fewer runs than requests. One of another size in the same burst runs
-    apart, and every answer (mask, and a STAC keyframe's next levels) equals the local edge's."""
+    (JPEG) together: Triton's statistics count fewer executions than requests. One of another size in the same burst
+    runs apart, and every answer (mask, and a STAC keyframe's next levels) equals the local edge's. The edge's pixel
+    bound (two of these frames) splits the batch of four into two graph runs."""
     from concurrent.futures import ThreadPoolExecutor
 
     from bench.edge_bench import runs
 
+    h, w = carphone_frames[0].shape[:2]
     repo = write_repository(tmp_path / "repo", exported("selfie"), TableSet.default(), batch=4,
-                            batch_wait_us=200_000)
+                            batch_wait_us=200_000, max_pixels=2 * h * w)
     for graph in ("stac_head", "segment"):
         config = (repo / graph / "config.pbtxt").read_text()
         assert "max_batch_size: 4" in config and "max_queue_delay_microseconds: 200000" in config
-    frames = carphone_frames + bikes_frames[:1]
+        assert f'string_value: "{6 * h * w}"' in config  # max_run_values: 3 values a pixel
+    frames = carphone_frames + [resize(carphone_frames[0], (h // 2, w // 2))]
     with TritonServer(repo, ready_timeout=180) as server:
         edges = [TritonEdge(f"grpc://{server.grpc_url}", device=f"device-{k}") for k in range(len(frames))]
         for kind, graph in (("stac", "stac_head"), ("jpeg", "segment")):
@@ -630,6 +635,14 @@ def test_the_graphs_batch_keyframes_of_several_devices(exported, local, tmp_path
             edge.close()
     with pytest.raises(ValueError, match="batch"):
         write_repository(tmp_path / "bad", exported("selfie"), TableSet.default(), batch=65)
+
+
+def test_batch_runs_group_same_shapes_within_the_pixel_bound():
+    image = [(1, 144, 176, 3)]  # 76032 values
+    shapes = [image, [(1, 72, 88, 3)], image, image, [(1, 144, 176, 3), (1, 2)], image, image]
+    assert batch_runs(shapes, None) == [[0, 2, 3, 5, 6], [1], [4]]  # every input's shape must agree
+    assert batch_runs(shapes, 2 * 76032) == [[0, 2], [3, 5], [6], [1], [4]]
+    assert batch_runs(shapes, 1000) == [[0], [2], [3], [5], [6], [1], [4]]  # a frame over the bound runs alone
 
 
 def test_bench_load_capacity_replays_a_recorded_route(server, tmp_path):

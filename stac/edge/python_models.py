@@ -17,8 +17,8 @@ from ..codec.bitstream import read_stac
 from ..codec.jpeg import decode_jpeg
 from ..codec.mask import encode_mask, fit
 from ..codec.transform import check_size, pad_to_multiple
-from ..contract import ANSWER_SIZE, BITSTREAM, BOUND, CODED_MASK, IMAGE, MASK, POSITION
-from ..inference import HeadSession, check_bound, instance_threads, session
+from ..contract import ANSWER_SIZE, BITSTREAM, BOUND, CODED_MASK, IMAGE, MASK, MAX_RUN_VALUES, POSITION
+from ..inference import HeadSession, batch_runs, check_bound, instance_threads, session
 from ..tables import TableSet
 from .streams import StreamDecoders
 
@@ -172,7 +172,8 @@ class OnnxModel:
     """Runs the model directory's model.onnx in onnxruntime (the pip-installed Triton has no onnxruntime
     backend); inputs and outputs are the config's. A batching model (max_batch_size > 0) runs the requests Triton's
     dynamic batcher hands it together, one graph run for each group of the same input shapes, as the native
-    backend would."""
+    backend would, but a run's first inputs hold at most the config's ``max_run_values`` (one largest frame's worth:
+    stac.inference.batch_runs)."""
 
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -181,34 +182,45 @@ class OnnxModel:
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
         self.batching = int(config.get("max_batch_size", 0)) > 0
+        bound = config.get("parameters", {}).get(MAX_RUN_VALUES)
+        self.max_run_values = int(bound["string_value"]) if bound else None
 
     def _feed(self, request) -> dict[str, np.ndarray]:
         return {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.inputs}
 
+    def _wanted(self, request) -> list[str]:
+        """The outputs ``request`` asks for, in the config's order (all if it names none). An ensemble asks for those
+        it maps, the head's MASK and NEXT_LEVELS: its GRAD alone is 50 MB at 2048x2048, held until the batch's
+        answers leave."""
+        asked = set(request.requested_output_names())
+        return [name for name in self.outputs if name in asked] or self.outputs
+
     def _handle(self, request):
-        return dict(zip(self.outputs, self.session.run(self.outputs, self._feed(request))))
+        wanted = self._wanted(request)
+        return dict(zip(wanted, self.session.run(wanted, self._feed(request))))
 
     def execute(self, requests):
         if not self.batching or len(requests) == 1:
             return _serve(requests, self._handle)
         feeds = [self._feed(request) for request in requests]
-        groups: dict[tuple, list[int]] = {}
-        for i, feed in enumerate(feeds):
-            groups.setdefault(tuple(value.shape for value in feed.values()), []).append(i)
+        wanted = [self._wanted(request) for request in requests]
         responses = [None] * len(requests)
-        for members in groups.values():
-            for i, response in zip(members, self._batch([requests[i] for i in members], [feeds[i] for i in members])):
+        # a run's requests agree on their inputs' shapes and on the outputs they ask for
+        keys = [[value.shape for value in feed.values()] + [tuple(names)] for feed, names in zip(feeds, wanted)]
+        for members in batch_runs(keys, self.max_run_values):
+            answers = self._batch([requests[i] for i in members], [feeds[i] for i in members], wanted[members[0]])
+            for i, response in zip(members, answers):
                 responses[i] = response
         return responses
 
-    def _batch(self, requests, feeds):
+    def _batch(self, requests, feeds, wanted: list[str]):
         """One graph run for same-shape requests, its outputs split back by each request's batch; if the run
         fails, each request is run alone, so a bad one fails only itself."""
         try:
-            outputs = self.session.run(self.outputs, {name: np.concatenate([feed[name] for feed in feeds])
-                                                      for name in self.inputs})
+            outputs = self.session.run(wanted, {name: np.concatenate([feed[name] for feed in feeds])
+                                                for name in self.inputs})
         except Exception:
             return _serve(requests, self._handle)
         ends = np.cumsum([len(feed[self.inputs[0]]) for feed in feeds])[:-1]
         parts = [np.split(output, ends) for output in outputs]
-        return [_response({name: part[i] for name, part in zip(self.outputs, parts)}) for i in range(len(requests))]
+        return [_response({name: part[i] for name, part in zip(wanted, parts)}) for i in range(len(requests))]

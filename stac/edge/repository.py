@@ -25,7 +25,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from ..codec.bitstream import DEFAULT_MAX_PIXELS
 from ..contract import (ANSWER_SIZE, CODED_MASK, H264_DECODE, H264_SEGMENT, HEAD_GRAPH, JPEG_DECODE, JPEG_SEGMENT, MASK,
-                        MASK_ENCODE, MAX_BATCH, MODEL_INFO, MODELS, NEXT_LEVELS, SEGMENT_GRAPH, SEGMENT_MODEL,
+                        MASK_ENCODE, MAX_BATCH, MAX_RUN_VALUES, MODEL_INFO, MODELS, NEXT_LEVELS, SEGMENT_GRAPH, SEGMENT_MODEL,
                         SIGNATURES, STAC, STAC_DECODE, STAC_HEAD, TABLE_SETS_PARAMETER, Signature)
 from ..inference import model_info
 from ..tables import TableSet
@@ -43,10 +43,10 @@ GRAPHS = {STAC_HEAD: HEAD_GRAPH, SEGMENT_MODEL: SEGMENT_GRAPH}
 EDGE_MAX_PIXELS = 2048 * 2048
 EDGE_MAX_SIDE = 2048
 EDGE_MAX_BYTES = 16 * 2 ** 20
-# The segment graph's dynamic batching: up to 8 same-size frames a run, gathered only from requests already waiting
-# (no wait: an idle edge answers as without batching). Chosen on bikes with `stac-bench load --capacity --sweep`
-# against none, 4 and a 5 ms wait: the segment routes answered 25-41% more keyframes per second at 6-8 devices
-# (docs/edge.md).
+# The graphs' dynamic batching: up to 8 same-size frames a run, gathered only from requests already waiting (no
+# wait: an idle edge answers as without batching). Chosen on bikes with `stac-bench load --capacity --sweep` against
+# none, 4 and a 5 ms wait: past capacity the segment routes answered 25-41% more keyframes per second at 6-8 devices,
+# STAC keyframes (the head) 15-25% more, and 3 STAC devices were held in both trials against none (docs/edge.md).
 DEFAULT_BATCH = 8
 DEFAULT_BATCH_WAIT_US = 0
 # Device streams: Triton routes each sequence's requests in order to the one instance holding its decoder. The
@@ -150,8 +150,9 @@ def write_repository(repo: str | Path, onnx_dir: str | Path, tables: TableSet, b
         if backend == "python":
             files["model.py"] = _adapter(name)
         kind = "KIND_GPU" if gpu and backend == "onnxruntime" else "KIND_CPU"
-        _write(repo, model_config(name, backend, kind=kind, count=instances, batch=batch, batch_wait_us=batch_wait_us),
-               files)
+        # a batch holds at most one largest frame's pixels (the python adapter's bound; the native backend has none)
+        _write(repo, model_config(name, backend, kind=kind, count=instances, batch=batch, batch_wait_us=batch_wait_us,
+                                  params={MAX_RUN_VALUES: str(3 * max_pixels)}), files)
     _write(repo, model_config(MASK_ENCODE, "python", count=instances), {"model.py": _adapter(MASK_ENCODE)})
     # an ensemble's own tensors keep their names; those between its steps are spelled in lower case. Every
     # ensemble ends in mask_encode: the mask crosses the network coded.
