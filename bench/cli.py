@@ -249,7 +249,8 @@ def edge(url, onnx_dir, tables, size, requests, device_counts) -> None:
 @click.option("--deadline", type=float, default=200.0, show_default=True, help="with --capacity: p95 delay, ms")
 @click.option("--seconds", type=float, default=10.0, show_default=True, help="with --capacity: per trial")
 @click.option("--most", type=int, default=64, show_default=True, help="with --capacity: devices tried at most")
-@click.option("--pid", type=int, help="with --capacity: the server's process id, for its CPU time per device")
+@click.option("--pid", type=int, help="the server's process id: its memory after each device count (with --capacity: "
+              "its CPU time per device)")
 @click.option("--sweep", is_flag=True, help="with --capacity: one trial at each --devices count instead of the search")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True),
               help="with --capacity: write every trial's row here")
@@ -261,6 +262,7 @@ def load(url, tables, devices_spec, requests, sizes, timeout, capacity, routes, 
 
     from .edge_bench import format_load
     from .edge_bench import load as run_load
+    from .fuzz import server_rss
 
     with cli_errors(EdgeError):
         counts = [int(v) for v in devices_spec.split(",") if v.strip()]
@@ -276,7 +278,11 @@ def load(url, tables, devices_spec, requests, sizes, timeout, capacity, routes, 
         for spec in sizes.split(","):
             frame = next(iter(read_frames(sample_video("bikes"), 1, _size(spec.strip()))))
             keyframes[spec.strip()] = (make_codec("stac", tables).encode(frame), frame.shape[:2])
-    results = [run_load(lambda: TritonEdge(url, timeout), keyframes, n, requests) for n in counts]
+    results = []
+    for n in counts:
+        results.append(run_load(lambda: TritonEdge(url, timeout), keyframes, n, requests))
+        rss = server_rss(pid)
+        results[-1].rss_mb = rss / 2 ** 20 if rss is not None else None
     click.echo(f"{url}: keyframes {', '.join(f'{k} ({len(v[0])} B)' for k, v in keyframes.items())}, "
                f"{requests} per device")
     click.echo(format_load(results))

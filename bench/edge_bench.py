@@ -107,6 +107,7 @@ class LoadResult:
     errors: int
     per_second: float
     percentiles_ms: dict[str, dict[int, float]]  # keyframe size label -> {50, 95, 99} -> ms
+    rss_mb: float | None = None  # the server's memory (it and its stubs) once every answer was in
 
 
 def load(make_edge, keyframes: dict[str, tuple[bytes, tuple[int, int]]], devices: int, requests: int
@@ -143,9 +144,10 @@ def load(make_edge, keyframes: dict[str, tuple[bytes, tuple[int, int]]], devices
 def format_load(results: list[LoadResult]) -> str:
     labels = list(results[0].percentiles_ms)
     head = " ".join(f"{label + ' p50/p95/p99 ms':>30}" for label in labels)
-    lines = [f"{'devices':>7} {'requests':>8} {'errors':>6} {'keyframes/s':>11} {head}"]
+    lines = [f"{'devices':>7} {'requests':>8} {'errors':>6} {'keyframes/s':>11} {head} {'server MB':>9}"]
     for r in results:
         cells = " ".join(f"{'/'.join(f'{r.percentiles_ms[label][q]:.0f}' for q in (50, 95, 99)):>30}"
                          if r.percentiles_ms[label] else f"{'-':>30}" for label in labels)
-        lines.append(f"{r.devices:7d} {r.requests:8d} {r.errors:6d} {r.per_second:11.1f} {cells}")
+        rss = "-" if r.rss_mb is None else f"{r.rss_mb:.0f}"
+        lines.append(f"{r.devices:7d} {r.requests:8d} {r.errors:6d} {r.per_second:11.1f} {cells} {rss:>9}")
     return "\n".join(lines)

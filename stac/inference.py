@@ -75,8 +75,9 @@ def session(path: str | Path, threads: int | None = None, providers: list[str] |
 def batch_runs(shapes: list[tuple[tuple[int, ...], ...]], max_values: int | None) -> list[list[int]]:
     """Requests (each by its inputs' shapes, then anything else a run's requests must agree on) -> the graph runs
     that serve them: indices of requests that agree, in order, each run's first inputs holding at most ``max_values``
-    values together (None: no bound; a request over it still runs, alone). The bound keeps a batch of large frames from multiplying the graph's
-    memory: eight 2048x2048 keyframes in one head run took the edge from 1.7 to 5.8 GB of RSS (docs/edge.md)."""
+    values together (None: no bound; a request over it still runs, alone). The bound keeps a batch of large frames
+    from multiplying the graph's memory: eight devices sending 2048x2048 STAC keyframes at once took the edge to
+    5.4 GB of RSS unbounded, 3.0 GB bounded, 1.8 GB unbatched (docs/edge.md)."""
     groups: dict[tuple, list[int]] = {}
     for i, request in enumerate(shapes):
         groups.setdefault(tuple(map(tuple, request)), []).append(i)

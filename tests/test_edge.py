@@ -576,13 +576,15 @@ def test_bench_load_reports_percentiles_per_size(server, tmp_path):
     TableSet.default().save(tmp_path / "tables.json")
     result = CliRunner().invoke(bench_main, ["load", f"grpc://{server.grpc_url}", "--tables",
                                              str(tmp_path / "tables.json"), "--devices", "1,3", "--requests", "2",
-                                             "--sizes", "176x144,352x288"])
+                                             "--sizes", "176x144,352x288", "--pid", str(server.process.pid)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert "176x144 p50/p95/p99 ms" in lines[1] and "352x288 p50/p95/p99 ms" in lines[1]
+    assert lines[1].split()[-2:] == ["server", "MB"]
     rows = [line.split() for line in lines[2:]]
     assert [r[:3] for r in rows] == [["1", "2", "0"], ["3", "6", "0"]]
     assert all(float(r[3]) > 0 and len(r[4].split("/")) == 3 for r in rows)
+    assert all(100 < float(r[-1]) < 100_000 for r in rows)  # the server's memory, its stubs' included
 
 
 def test_instances_of_the_stateless_models(exported, tmp_path):

@@ -25,8 +25,8 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from ..codec.bitstream import DEFAULT_MAX_PIXELS
 from ..contract import (ANSWER_SIZE, CODED_MASK, H264_DECODE, H264_SEGMENT, HEAD_GRAPH, JPEG_DECODE, JPEG_SEGMENT, MASK,
-                        MASK_ENCODE, MAX_BATCH, MAX_RUN_VALUES, MODEL_INFO, MODELS, NEXT_LEVELS, SEGMENT_GRAPH, SEGMENT_MODEL,
-                        SIGNATURES, STAC, STAC_DECODE, STAC_HEAD, TABLE_SETS_PARAMETER, Signature)
+                        MASK_ENCODE, MAX_BATCH, MAX_RUN_VALUES, MODEL_INFO, MODELS, NEXT_LEVELS, SEGMENT_GRAPH,
+                        SEGMENT_MODEL, SIGNATURES, STAC, STAC_DECODE, STAC_HEAD, TABLE_SETS_PARAMETER, Signature)
 from ..inference import model_info
 from ..tables import TableSet
 from .streams import MAX_STREAMS, STREAM_IDLE_S
