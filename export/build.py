@@ -45,7 +45,7 @@ from stac.video import parse_size
 @click.option("--instances", type=int, default=1, show_default=True,
               help="instances of every stateless model: requests of several devices served side by side")
 @click.option("--batch", type=int, default=DEFAULT_BATCH, show_default=True,
-              help="most same-size frames of different devices the segment graph runs at once (1: no batching)")
+              help="most same-size frames of different devices each graph (head, segment) runs at once (1: no batching)")
 @click.option("--batch-wait-us", type=int, default=DEFAULT_BATCH_WAIT_US, show_default=True,
               help="with --batch > 1: how long a frame waits for others to batch with")
 def main(model_name, weights, backend, tables, size, cpu, onnx_only, out, max_pixels, max_side, max_bytes,

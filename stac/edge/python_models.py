@@ -18,7 +18,7 @@ from ..codec.jpeg import decode_jpeg
 from ..codec.mask import encode_mask, fit
 from ..codec.transform import check_size, pad_to_multiple
 from ..contract import ANSWER_SIZE, BITSTREAM, BOUND, CODED_MASK, IMAGE, MASK, MAX_RUN_VALUES, POSITION
-from ..inference import HeadSession, batch_runs, check_bound, instance_threads, session
+from ..inference import HeadSession, batch_runs, instance_threads, session
 from ..tables import TableSet
 from .streams import StreamDecoders
 
@@ -73,14 +73,15 @@ def _serve(requests, handle):
 
 
 def _bound(request, default: float) -> float:
-    """The request's optional BOUND (FP32 [1]), or ``default``."""
+    """The request's optional BOUND (FP32 [1]), or ``default``; checked where it is fed to the head
+    (HeadSession.feed)."""
     tensor = pb_utils.get_input_tensor_by_name(request, BOUND.name)
     if tensor is None:
         return default
     value = tensor.as_numpy().reshape(-1)
     if value.size != 1:
         raise ValueError(f"BOUND must hold exactly one element, got {value.size}")
-    return check_bound(value[0])
+    return float(value[0])
 
 
 class StacDecode:
